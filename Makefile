@@ -1,0 +1,44 @@
+# lifeloop — `make demo` to see it, `make test` to prove it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-quick bench lint install services clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lifeloop migrate
+	$(BIN)/lifeloop demo
+
+# Makes sure PostgreSQL is installed and running, then runs every test on SQLite and PostgreSQL.
+test: $(STAMP) services
+	$(BIN)/pytest -n 2 --cov --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS)
+
+test-quick: $(STAMP) services
+	$(BIN)/pytest -n 2 -m "not spark and not slow" $(PYTEST_ARGS)
+
+services:
+	@bash scripts/ensure-postgres.sh
+
+bench: $(STAMP) services
+	@mkdir -p bench/results
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache coverage.xml .coverage

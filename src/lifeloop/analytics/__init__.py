@@ -1,0 +1,1 @@
+"""Analytics: customer-lifetime-value models and related metrics."""

@@ -1,0 +1,244 @@
+"""The ``lifeloop`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lifeloop.config import get_settings
+from lifeloop.errors import LifeloopError
+
+app = typer.Typer(help="lifeloop: customer lifecycle platform for brands' own channels.", no_args_is_help=True)
+workspace_app = typer.Typer(help="Workspaces: one per brand.", no_args_is_help=True)
+source_app = typer.Typer(help="Ingest sources and their write keys.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens for the REST API.", no_args_is_help=True)
+app.add_typer(workspace_app, name="workspace")
+app.add_typer(source_app, name="source")
+app.add_typer(token_app, name="token")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _engine():
+    from lifeloop.store.engine import create_store_engine
+
+    return create_store_engine(get_settings())
+
+
+def _require_migrated(engine) -> None:
+    from lifeloop.store.migrate import current_revision, head_revision
+
+    if current_revision(engine) != head_revision():
+        fail("the database is not migrated to the newest schema; run `lifeloop migrate` first")
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (SQLite or PostgreSQL, from LIFELOOP_DATABASE_URL)."""
+    from lifeloop.store.migrate import current_revision, upgrade
+
+    engine = _engine()
+    before = current_revision(engine)
+    upgrade(engine)
+    after = current_revision(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    console.print(f"schema {before or 'empty'} → {after} on {where}" if before != after else f"schema at {after}")
+
+
+@workspace_app.command("create")
+def workspace_create(
+    slug: Annotated[str, typer.Argument(help="Short name: lowercase letters, digits, dashes.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    timezone: Annotated[str, typer.Option(help="The brand's IANA time zone.")] = "UTC",
+) -> None:
+    """Create a workspace."""
+    from lifeloop.workspaces.service import create_workspace
+
+    engine = _engine()
+    _require_migrated(engine)
+    with engine.begin() as conn:
+        ws = create_workspace(conn, slug=slug, name=name, timezone=timezone)
+    console.print(f"workspace [bold]{ws.slug}[/] created (id {ws.id}, time zone {ws.timezone})")
+
+
+@workspace_app.command("list")
+def workspace_list() -> None:
+    """List workspaces."""
+    from lifeloop.workspaces.service import list_workspaces
+
+    engine = _engine()
+    _require_migrated(engine)
+    with engine.connect() as conn:
+        rows = list_workspaces(conn)
+    table = Table("id", "slug", "name", "time zone", "created")
+    for ws in rows:
+        table.add_row(str(ws.id), ws.slug, ws.name, ws.timezone, ws.created_at.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@source_app.command("create")
+def source_create(
+    name: Annotated[str, typer.Argument(help="e.g. web, shop-backend, mini-program.")],
+    workspace: Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")],
+) -> None:
+    """Create an ingest source and print its write key (shown once)."""
+    from lifeloop.workspaces.service import create_source, get_workspace
+
+    engine = _engine()
+    _require_migrated(engine)
+    with engine.begin() as conn:
+        ws = get_workspace(conn, workspace)
+        source, key = create_source(conn, ws.id, name=name)
+    err.print(f"source [bold]{source.name}[/] created in {ws.slug}; its write key (store it, it is not shown again):")
+    print(key)
+
+
+@source_app.command("list")
+def source_list(workspace: Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]) -> None:
+    """List a workspace's sources."""
+    from lifeloop.workspaces.service import get_workspace, list_sources
+
+    engine = _engine()
+    _require_migrated(engine)
+    with engine.connect() as conn:
+        ws = get_workspace(conn, workspace)
+        rows = list_sources(conn, ws.id)
+    table = Table("id", "name", "key starts", "created", "disabled")
+    for s in rows:
+        table.add_row(
+            str(s.id), s.name, s.write_key_prefix + "…", s.created_at.strftime("%Y-%m-%d"), "yes" if s.disabled_at else ""
+        )
+    console.print(table)
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="What the token is for.")],
+    workspace: Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")],
+    role: Annotated[str, typer.Option(help="admin, operator, analyst or viewer.")] = "admin",
+) -> None:
+    """Create an API token for /api/v1 and print it (shown once)."""
+    from lifeloop.workspaces.service import create_api_token, get_workspace
+
+    engine = _engine()
+    _require_migrated(engine)
+    with engine.begin() as conn:
+        ws = get_workspace(conn, workspace)
+        _token, secret = create_api_token(conn, ws.id, name=name, role=role)
+    err.print(f"{role} token [bold]{name}[/] created in {ws.slug} (store it, it is not shown again):")
+    print(secret)
+
+
+@app.command("import")
+def import_command(
+    kind: Annotated[str, typer.Argument(help="profiles or events")],
+    path: Annotated[Path, typer.Argument(help="A .csv or .parquet file.")],
+    workspace: Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")],
+    source: Annotated[str, typer.Option(help="Source name the rows are recorded under.")] = "import",
+    rejects: Annotated[Path | None, typer.Option(help="Write rejected rows and reasons to this CSV.")] = None,
+) -> None:
+    """Import profiles or events from CSV or Parquet, with a progress bar and a summary of rejected rows."""
+    import csv
+
+    from sqlalchemy import select
+
+    from lifeloop.events.importer import count_rows, import_file
+    from lifeloop.workspaces.models import SourceKey, sources
+    from lifeloop.workspaces.service import create_source, get_workspace
+
+    if kind not in ("profiles", "events"):
+        fail(f"kind must be 'profiles' or 'events', not {kind!r}")
+    if not path.is_file():
+        fail(f"{path} is not a file")
+    engine = _engine()
+    _require_migrated(engine)
+    with engine.begin() as conn:
+        ws = get_workspace(conn, workspace)
+        source_id = conn.execute(
+            select(sources.c.id).where(sources.c.workspace_id == ws.id, sources.c.name == source)
+        ).scalar()
+        if source_id is None:
+            source_id = create_source(conn, ws.id, name=source)[0].id
+    total = count_rows(path)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task(f"importing {kind}", total=total)
+        report = import_file(
+            engine,
+            SourceKey(workspace_id=ws.id, source_id=source_id),
+            path,
+            kind,  # type: ignore[arg-type]
+            on_progress=lambda n: progress.advance(task, n),
+        )
+    console.print(
+        f"{report.rows} rows: [green]{report.accepted} stored[/], {report.duplicates} already stored, "
+        f"[red]{len(report.rejected)} rejected[/]"
+    )
+    for reason, count in report.reasons():
+        console.print(f"  {count} × {reason}")
+    if report.rejected and rejects is not None:
+        with rejects.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["line", "reason"])
+            writer.writerows(report.rejected)
+        console.print(f"rejected rows written to {rejects}")
+    if report.rows and len(report.rejected) == report.rows:
+        fail("every row was rejected; nothing was imported")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default LIFELOOP_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default LIFELOOP_PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL; SQLite works best with 1).")] = 1,
+) -> None:
+    """Serve the ingest API, the REST API and the console."""
+    import uvicorn
+
+    settings = get_settings()
+    _require_migrated(_engine())
+    uvicorn.run(
+        "lifeloop.web.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level=settings.log_level,
+    )
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(help="Customers to simulate.")] = 3000,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 180,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving after loading.")] = True,
+    port: Annotated[int | None, typer.Option(help="Port (default LIFELOOP_PORT).")] = None,
+) -> None:
+    """Create a synthetic brand, send its history through the ingest API, and serve it."""
+    from lifeloop.demo.runner import run_demo
+
+    run_demo(customers=customers, days=days, serve=serve_after, port=port or get_settings().port, console=console)
+
+
+def main() -> None:
+    try:
+        app()
+    except LifeloopError as error:
+        err.print(f"[bold red]error:[/] {error.message}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Segment-compatible ingest: validation, de-duplication, clock-skew correction, storage."""

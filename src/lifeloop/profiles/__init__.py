@@ -1,0 +1,1 @@
+"""Profiles, identities linked to them, and the record of merges."""

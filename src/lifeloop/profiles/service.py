@@ -1,0 +1,139 @@
+"""Reading profiles: by id (following merges), by identity, with their identities, merges and timeline."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from lifeloop.errors import InvalidInput, NotFound
+from lifeloop.events import store as event_store
+from lifeloop.events.messages import normalise_identity
+from lifeloop.profiles.models import IDENTITY_KINDS, identities, profile_merges, profiles
+
+
+@dataclass(slots=True)
+class Profile:
+    id: int
+    user_id: str | None
+    traits: dict[str, Any]
+    timezone: str | None
+    locale: str | None
+    first_seen: datetime
+    last_seen: datetime
+    created_at: datetime
+    updated_at: datetime
+    identities: list[dict[str, Any]]
+    merged_from: list[dict[str, Any]]
+    event_count: int
+
+
+def resolve_profile_id(conn: Connection, workspace_id: int, profile_id: int) -> int:
+    """The surviving profile for ``profile_id`` (itself, or the one it was merged into)."""
+    row = conn.execute(
+        select(profiles.c.id, profiles.c.merged_into).where(
+            profiles.c.workspace_id == workspace_id, profiles.c.id == profile_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no profile {profile_id} in this workspace")
+    return row.merged_into or row.id
+
+
+def find_by_identity(conn: Connection, workspace_id: int, kind: str, value: str) -> int:
+    if kind not in IDENTITY_KINDS:
+        raise InvalidInput(f"identity kind must be one of {', '.join(IDENTITY_KINDS)}", field="identity")
+    canonical = value if kind in ("user_id", "anonymous_id") else normalise_identity(kind, value)
+    row = conn.execute(
+        select(identities.c.profile_id).where(
+            identities.c.workspace_id == workspace_id, identities.c.kind == kind, identities.c.value == canonical
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no profile with {kind} {value!r} in this workspace")
+    return int(row.profile_id)
+
+
+def get_profile(conn: Connection, workspace_id: int, profile_id: int) -> Profile:
+    pid = resolve_profile_id(conn, workspace_id, profile_id)
+    row = conn.execute(
+        select(profiles).where(profiles.c.workspace_id == workspace_id, profiles.c.id == pid)
+    ).one()
+    linked = conn.execute(
+        select(identities.c.kind, identities.c.value, identities.c.created_at)
+        .where(identities.c.workspace_id == workspace_id, identities.c.profile_id == pid)
+        .order_by(identities.c.created_at, identities.c.kind)
+    )
+    merges = conn.execute(
+        select(
+            profile_merges.c.loser_id,
+            profile_merges.c.reason,
+            profile_merges.c.message_id,
+            profile_merges.c.events_moved,
+            profile_merges.c.merged_at,
+        )
+        .where(profile_merges.c.workspace_id == workspace_id, profile_merges.c.winner_id == pid)
+        .order_by(profile_merges.c.id)
+    )
+    return Profile(
+        id=row.id,
+        user_id=row.user_id,
+        traits=row.traits or {},
+        timezone=row.timezone,
+        locale=row.locale,
+        first_seen=row.first_seen,
+        last_seen=row.last_seen,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        identities=[dict(r._mapping) for r in linked],
+        merged_from=[{"profile_id": r.loser_id, **{k: v for k, v in r._mapping.items() if k != "loser_id"}} for r in merges],
+        event_count=event_store.count_events(conn, workspace_id, pid),
+    )
+
+
+def list_profiles(
+    conn: Connection, workspace_id: int, *, limit: int = 50, after_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Surviving profiles, by id, keyset-paginated."""
+    query = select(
+        profiles.c.id, profiles.c.user_id, profiles.c.traits, profiles.c.first_seen, profiles.c.last_seen
+    ).where(profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None))
+    if after_id is not None:
+        query = query.where(profiles.c.id > after_id)
+    return [dict(r._mapping) for r in conn.execute(query.order_by(profiles.c.id).limit(limit))]
+
+
+def encode_cursor(timestamp: datetime, event_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{timestamp.isoformat()}|{event_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, event_id = text.partition("|")
+        return datetime.fromisoformat(stamp), int(event_id)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("cursor is not one this API returned", field="cursor") from None
+
+
+def profile_timeline(
+    conn: Connection,
+    workspace_id: int,
+    profile_id: int,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    event_name: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the profile's events (newest first) and the cursor of the next page, if any."""
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500", field="limit")
+    pid = resolve_profile_id(conn, workspace_id, profile_id)
+    before = decode_cursor(cursor) if cursor else None
+    rows = event_store.timeline(conn, workspace_id, pid, limit=limit + 1, before=before, event_name=event_name)
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = encode_cursor(page[-1]["timestamp"], page[-1]["id"]) if more else None
+    return page, next_cursor

@@ -1,0 +1,107 @@
+"""Engine creation with the connection settings each database needs, and retried transactions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from lifeloop.config import Settings, get_settings
+
+T = TypeVar("T")
+
+
+class RetryTransaction(Exception):
+    """Raised inside ``transaction`` work when a concurrent writer changed what it read; the work reruns."""
+
+
+def create_store_engine(settings: Settings | None = None, **engine_kwargs: Any) -> Engine:
+    """An engine for ``settings.database_url``: WAL and immediate transactions on SQLite, a pool on PostgreSQL."""
+    settings = settings or get_settings()
+    url = settings.database_url
+    engine_kwargs.setdefault("json_serializer", _json_dumps)
+    engine_kwargs.setdefault("json_deserializer", orjson.loads)
+    if settings.is_sqlite:
+        path = settings.sqlite_path()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, pool_pre_ping=False, **engine_kwargs
+        )
+        _configure_sqlite(engine, settings.sqlite_synchronous)
+    else:
+        if "poolclass" not in engine_kwargs:
+            engine_kwargs.setdefault("pool_size", 10)
+            engine_kwargs.setdefault("max_overflow", 10)
+        engine = create_engine(url, pool_pre_ping=True, **engine_kwargs)
+    if settings.strict_scoping:
+        from lifeloop.store.scoping import install_scoping_guard
+
+        install_scoping_guard(engine)
+    return engine
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN is deferred).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock up front, so two writers never deadlock on a lock upgrade;
+        # read-only connections (see ``connect``) begin deferred and read alongside writers under WAL.
+        deferred = conn.get_execution_options().get("read_only", False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+
+def _is_retryable(error: DBAPIError) -> bool:
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate in {"40001", "40P01"}:  # serialization failure, deadlock detected
+        return True
+    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
+
+
+def transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: int = 5) -> T:
+    """Run ``work`` in one transaction, retrying from scratch on deadlocks and serialization failures."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except RetryTransaction:
+            if attempt == attempts:
+                raise
+        except DBAPIError as error:
+            if attempt == attempts or not _is_retryable(error):
+                raise
+        time.sleep(0.005 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def connect(engine: Engine) -> Iterator[Connection]:
+    """A connection for reading: on SQLite it does not take the write lock."""
+    with engine.connect().execution_options(read_only=True) as conn:
+        yield conn
+
+
+def sqlite_file(engine: Engine) -> Path | None:
+    database = engine.url.database
+    return Path(database) if engine.dialect.name == "sqlite" and database and database != ":memory:" else None

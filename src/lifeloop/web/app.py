@@ -1,0 +1,36 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from lifeloop import __version__
+from lifeloop.config import Settings, get_settings
+from lifeloop.events.routes import router as ingest_router
+from lifeloop.profiles.routes import router as profiles_router
+from lifeloop.store.engine import create_store_engine
+from lifeloop.web.health import router as health_router
+from lifeloop.web.problems import install_problem_handlers
+from lifeloop.workspaces.routes import router as workspace_router
+from lifeloop.workspaces.service import WriteKeyCache
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="lifeloop",
+        version=__version__,
+        description=(
+            "Customer lifecycle platform. `/v1/*` is wire-compatible with the Segment HTTP Tracking API "
+            "(write key as HTTP Basic username); `/api/v1/*` takes `Authorization: Bearer <API token>`."
+        ),
+    )
+    app.state.settings = settings
+    app.state.engine = engine or create_store_engine(settings)
+    app.state.write_keys = WriteKeyCache(settings.write_key_cache_seconds)
+    install_problem_handlers(app)
+    for router in (health_router, ingest_router, profiles_router, workspace_router):
+        app.include_router(router)
+    return app
+

@@ -1,0 +1,46 @@
+"""FastAPI dependencies as Annotated aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Connection, Engine
+
+from lifeloop.config import Settings
+from lifeloop.errors import Forbidden
+from lifeloop.store.engine import connect
+from lifeloop.workspaces.models import TokenGrant
+from lifeloop.workspaces.service import verify_api_token
+
+
+def _engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _connection(request: Request) -> Iterator[Connection]:
+    """A read connection; routes that write open their own transaction with ``engine.begin()``."""
+    with connect(request.app.state.engine) as conn:
+        yield conn
+
+
+def _grant(request: Request, conn: Annotated[Connection, Depends(_connection)]) -> TokenGrant:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    return verify_api_token(conn, secret.strip() if scheme.lower() == "bearer" else None)
+
+
+EngineDep = Annotated[Engine, Depends(_engine)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+Conn = Annotated[Connection, Depends(_connection)]
+CurrentGrant = Annotated[TokenGrant, Depends(_grant)]
+
+
+def require_role(grant: TokenGrant, *roles: str) -> None:
+    if grant.role not in roles:
+        raise Forbidden(f"this needs one of the roles {', '.join(roles)}; the token has {grant.role}")

@@ -1,0 +1,1 @@
+"""Workspaces (one per brand), ingest sources with write keys, and API tokens."""

@@ -1,0 +1,175 @@
+"""Fixtures: every storage test runs on a fresh SQLite file and a fresh PostgreSQL database.
+
+Each database is cloned from a template migrated once per test process (a file copy for SQLite,
+CREATE DATABASE … TEMPLATE for PostgreSQL), so tests never share state and start in milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from fastapi.testclient import TestClient
+
+from lifeloop.config import Settings
+from lifeloop.store.engine import create_store_engine
+from lifeloop.store.migrate import upgrade
+from lifeloop.store.schema import load_all_tables
+from lifeloop.web.app import create_app
+from lifeloop.workspaces.service import create_api_token, create_source, create_workspace
+
+PG_ADMIN_URL = os.environ.get("LIFELOOP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _pg_admin() -> sa.Engine:
+    return sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+
+
+def _pg_url(database: str) -> str:
+    return sa.make_url(PG_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = create_store_engine(Settings(database_url=f"sqlite:///{path}"), poolclass=sa.NullPool)
+    upgrade(engine)
+    engine.dispose()
+    with sqlite3.connect(path) as raw:  # fold the WAL into the file so a plain copy is complete
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(worker_id: str) -> Iterator[str]:
+    name = f"lifeloop_tpl_{worker_id}_{uuid.uuid4().hex[:8]}"
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine = create_store_engine(Settings(database_url=_pg_url(name)), poolclass=sa.NullPool)
+    upgrade(engine)
+    engine.dispose()
+    yield name
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    if backend == "sqlite":
+        path = tmp_path / "lifeloop.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield Settings(database_url=f"sqlite:///{path}", strict_scoping=True)
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"lifeloop_t_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield Settings(database_url=_pg_url(name), strict_scoping=True)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[sa.Engine]:
+    engine = create_store_engine(settings)
+    yield engine
+    engine.dispose()
+
+
+@dataclass
+class Brand:
+    """A workspace with one source and an admin token, as a brand's engineers would set it up."""
+
+    workspace_id: int
+    source_id: int
+    write_key: str
+    token: str
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return (self.write_key, "")
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def make_brand(engine: sa.Engine, slug: str) -> Brand:
+    with engine.begin() as conn:
+        ws = create_workspace(conn, slug=slug, timezone="Asia/Taipei")
+        source, key = create_source(conn, ws.id, name="web")
+        _token, secret = create_api_token(conn, ws.id, name="tests", role="admin")
+    return Brand(workspace_id=ws.id, source_id=source.id, write_key=key, token=secret)
+
+
+@pytest.fixture
+def brand(engine: sa.Engine) -> Brand:
+    return make_brand(engine, "acme")
+
+
+@pytest.fixture
+def client(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, engine)) as test_client:
+        yield test_client
+
+
+def snapshot(engine: sa.Engine) -> dict[str, Any]:
+    """Every table's row count and content digest: equal snapshots mean nothing was written."""
+    metadata = load_all_tables()
+    state: dict[str, Any] = {}
+    with engine.connect().execution_options(cross_workspace=True) as conn:
+        for table in metadata.sorted_tables:
+            rows = conn.execute(sa.select(table).execution_options(cross_workspace=True)).all()
+            state[table.name] = sorted(repr(tuple(r)) for r in rows)
+    return state
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+
+@pytest.fixture
+def live_server(settings: Settings, engine: sa.Engine) -> Iterator[LiveServer]:
+    """The real app on a real socket, for clients that speak HTTP themselves."""
+    port = free_port()
+    config = uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    yield LiveServer(url=f"http://127.0.0.1:{port}", server=server, thread=thread)
+    server.should_exit = True
+    thread.join(timeout=10)
