@@ -8,6 +8,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 answers() { pg_isready -q -h "$HOST" -p "$PORT" 2>/dev/null; }
+as_postgres() { if [ -z "$SUDO" ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
 
 if command -v pg_isready >/dev/null && answers; then
   exit 0
@@ -27,7 +28,7 @@ done
 answers || { echo "PostgreSQL did not start on $HOST:$PORT"; exit 1; }
 # The tests connect as postgres over TCP without a password: allow that on loopback only.
 if ! psql -h "$HOST" -U postgres -tAc 'select 1' >/dev/null 2>&1; then
-  hba=$($SUDO -u postgres psql -tAc 'show hba_file' 2>/dev/null || true)
+  hba=$(as_postgres psql -tAc 'show hba_file' 2>/dev/null || true)
   if [ -n "$hba" ]; then
     echo "allowing trust auth for postgres on 127.0.0.1 in $hba"
     $SUDO sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"

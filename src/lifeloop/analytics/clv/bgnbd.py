@@ -188,11 +188,14 @@ class BetaGeoModel:
             raise ValueError("every customer has T == 0; there is no observation time to fit on")
         data = _Data(x, tx, t_obs, w)
 
-        theta0 = np.log(
-            self._start_values(x, t_obs, w) if initial_params is None else np.asarray(initial_params)
+        start = (
+            self._start_values(x, t_obs, w) if initial_params is None else np.asarray(initial_params, float)
         )
-        if not np.all(np.isfinite(theta0)):
-            raise ValueError(f"initial_params must be finite and > 0, got {initial_params}")
+        if start.shape != (4,) or not np.all(np.isfinite(start)) or np.any(start <= 0):
+            raise ValueError(
+                f"initial_params must be four finite values > 0 (r, alpha, a, b), got {initial_params}"
+            )
+        theta0 = np.log(start)
         bounds = [(-_LOG_BOUND, _LOG_BOUND)] * 4
         res = minimize(
             _neg_mean_loglik,

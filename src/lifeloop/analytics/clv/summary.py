@@ -10,20 +10,29 @@ import pandas as pd
 __all__ = ["rfm_summary"]
 
 
-def _to_day(value: Any, name: str) -> pd.Timestamp:
+def _to_day(value: Any, name: str, tz: Any) -> pd.Timestamp:
+    """Calendar day of ``value`` as a naive timestamp, read in the transactions' time zone ``tz``."""
     try:
         stamp = pd.Timestamp(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} is not a valid date: {value!r} ({exc})") from None
     if pd.isna(stamp):
         raise ValueError(f"{name} must not be missing")
+    if (stamp.tzinfo is None) != (tz is None):
+        raise ValueError(f"{name} and the transaction datetimes must both be timezone-aware or both naive")
+    if tz is not None:
+        stamp = stamp.tz_convert(tz).tz_localize(None)
     return stamp.normalize()
 
 
 def _daily_totals(
     transactions: pd.DataFrame, customer_col: str, datetime_col: str, monetary_col: str | None
-) -> pd.DataFrame:
-    """One row per (customer, calendar day) with that day's total spend, sorted by customer and day."""
+) -> tuple[pd.DataFrame, Any]:
+    """One row per (customer, calendar day) with that day's total spend, sorted by customer and day.
+
+    Days are naive local dates so that differences are whole days even across DST changes; the time zone
+    of the datetimes (or None) is returned alongside.
+    """
     for col in (customer_col, datetime_col, monetary_col):
         if col is not None and col not in transactions.columns:
             raise ValueError(
@@ -41,6 +50,9 @@ def _daily_totals(
         dates = pd.to_datetime(raw_dates)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"column {datetime_col!r} could not be parsed as dates: {exc}") from None
+    tz = dates.dt.tz
+    if tz is not None:
+        dates = dates.dt.tz_localize(None)
     frame["day"] = dates.dt.normalize().to_numpy()
     if monetary_col is None:
         frame["amount"] = 0.0
@@ -54,7 +66,7 @@ def _daily_totals(
                 "net refunds against their purchases first"
             )
         frame["amount"] = amount
-    return frame.groupby(["customer", "day"], sort=True, as_index=False)["amount"].sum()
+    return frame.groupby(["customer", "day"], sort=True, as_index=False)["amount"].sum(), tz
 
 
 def _summarise(daily: pd.DataFrame, end: pd.Timestamp, freq_days: float) -> pd.DataFrame:
@@ -108,21 +120,16 @@ def rfm_summary(
     """
     if not np.isfinite(freq_days) or freq_days <= 0:
         raise ValueError(f"freq_days must be a positive number of days, got {freq_days}")
-    obs_end = _to_day(observation_end, "observation_end")
-    daily = _daily_totals(transactions, customer_col, datetime_col, monetary_col)
-    try:
-        daily = daily[daily["day"] <= obs_end]
-    except TypeError as exc:
-        raise ValueError(
-            f"observation_end and {datetime_col!r} must both be timezone-aware or both naive: {exc}"
-        ) from None
+    daily, tz = _daily_totals(transactions, customer_col, datetime_col, monetary_col)
+    obs_end = _to_day(observation_end, "observation_end", tz)
+    daily = daily[daily["day"] <= obs_end]
     if daily.empty:
         raise ValueError(f"no transactions on or before observation_end {obs_end.date()}")
 
     if calibration_end is None:
         out = _summarise(daily, obs_end, freq_days)
     else:
-        cal_end = _to_day(calibration_end, "calibration_end")
+        cal_end = _to_day(calibration_end, "calibration_end", tz)
         if cal_end >= obs_end:
             raise ValueError(
                 f"calibration_end ({cal_end.date()}) must be before observation_end ({obs_end.date()})"
