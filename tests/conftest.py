@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 import uvicorn
@@ -34,8 +35,14 @@ PG_ADMIN_URL = os.environ.get("LIFELOOP_TEST_PG_URL", "postgresql+psycopg://post
 BACKENDS = ["sqlite", "postgresql"]
 
 
-def _pg_admin() -> sa.Engine:
-    return sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+def pg_admin(sql: str) -> None:
+    """Run one statement (CREATE/DROP DATABASE) on the maintenance database, outside a transaction."""
+    url = sa.make_url(PG_ADMIN_URL)
+    with psycopg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, dbname=url.database,
+        autocommit=True,
+    ) as conn:
+        conn.execute(sql)
 
 
 def _pg_url(database: str) -> str:
@@ -56,15 +63,12 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def pg_template(worker_id: str) -> Iterator[str]:
     name = f"lifeloop_tpl_{worker_id}_{uuid.uuid4().hex[:8]}"
-    admin = _pg_admin()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    pg_admin(f'CREATE DATABASE "{name}"')
     engine = create_store_engine(Settings(database_url=_pg_url(name)), poolclass=sa.NullPool)
     upgrade(engine)
     engine.dispose()
     yield name
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=BACKENDS)
@@ -81,12 +85,9 @@ def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
         return
     template = request.getfixturevalue("pg_template")
     name = f"lifeloop_t_{uuid.uuid4().hex[:12]}"
-    admin = _pg_admin()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     yield Settings(database_url=_pg_url(name), strict_scoping=True)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

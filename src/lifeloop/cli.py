@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,7 +25,22 @@ app.add_typer(source_app, name="source")
 app.add_typer(token_app, name="token")
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def explains_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn a domain error into a one-sentence message and exit code 1 instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except LifeloopError as error:
+            fail(error.message)
+
+    return wrapper
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -45,6 +62,7 @@ def _require_migrated(engine) -> None:
 
 
 @app.command()
+@explains_errors
 def migrate() -> None:
     """Create or upgrade the database schema (SQLite or PostgreSQL, from LIFELOOP_DATABASE_URL)."""
     from lifeloop.store.migrate import current_revision, upgrade
@@ -58,6 +76,7 @@ def migrate() -> None:
 
 
 @workspace_app.command("create")
+@explains_errors
 def workspace_create(
     slug: Annotated[str, typer.Argument(help="Short name: lowercase letters, digits, dashes.")],
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
@@ -74,6 +93,7 @@ def workspace_create(
 
 
 @workspace_app.command("list")
+@explains_errors
 def workspace_list() -> None:
     """List workspaces."""
     from lifeloop.workspaces.service import list_workspaces
@@ -89,6 +109,7 @@ def workspace_list() -> None:
 
 
 @source_app.command("create")
+@explains_errors
 def source_create(
     name: Annotated[str, typer.Argument(help="e.g. web, shop-backend, mini-program.")],
     workspace: Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")],
@@ -106,6 +127,7 @@ def source_create(
 
 
 @source_app.command("list")
+@explains_errors
 def source_list(workspace: Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]) -> None:
     """List a workspace's sources."""
     from lifeloop.workspaces.service import get_workspace, list_sources
@@ -124,6 +146,7 @@ def source_list(workspace: Annotated[str, typer.Option("--workspace", "-w", help
 
 
 @token_app.command("create")
+@explains_errors
 def token_create(
     name: Annotated[str, typer.Argument(help="What the token is for.")],
     workspace: Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")],
@@ -142,6 +165,7 @@ def token_create(
 
 
 @app.command("import")
+@explains_errors
 def import_command(
     kind: Annotated[str, typer.Argument(help="profiles or events")],
     path: Annotated[Path, typer.Argument(help="A .csv or .parquet file.")],
@@ -162,6 +186,8 @@ def import_command(
         fail(f"kind must be 'profiles' or 'events', not {kind!r}")
     if not path.is_file():
         fail(f"{path} is not a file")
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        fail(f"{path.name}: use a .csv or .parquet file")
     engine = _engine()
     _require_migrated(engine)
     with engine.begin() as conn:
@@ -199,6 +225,7 @@ def import_command(
 
 
 @app.command()
+@explains_errors
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default LIFELOOP_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default LIFELOOP_PORT).")] = None,
@@ -220,6 +247,7 @@ def serve(
 
 
 @app.command()
+@explains_errors
 def demo(
     customers: Annotated[int, typer.Option(help="Customers to simulate.")] = 3000,
     days: Annotated[int, typer.Option(help="Days of history.")] = 180,

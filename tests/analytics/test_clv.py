@@ -399,10 +399,10 @@ def test_gamma_gamma_reproduces_published_cdnow_fit(cdnow_gg: GammaGammaModel) -
 
 def test_gamma_gamma_gradient_is_exact(cdnow_summary: pd.DataFrame) -> None:
     rep = cdnow_summary[cdnow_summary["x"] > 0]
-    x, m, w = rep["x"].to_numpy(float), rep["zbar"].to_numpy(float), np.ones(len(rep))
+    data = gg_module._Data(rep["x"].to_numpy(float), rep["zbar"].to_numpy(float), np.ones(len(rep)))
     err = check_grad(
-        lambda th: gg_module._neg_mean_loglik(th, x, m, w)[0],
-        lambda th: gg_module._neg_mean_loglik(th, x, m, w)[1],
+        lambda th: gg_module._neg_mean_loglik(th, data)[0],
+        lambda th: gg_module._neg_mean_loglik(th, data)[1],
         np.log([3.0, 2.0, 10.0]),
         epsilon=1e-7,
     )

@@ -103,6 +103,15 @@ def wrap(values: FloatArray, index: pd.Index | None, name: str) -> Any:
     return values
 
 
+def dot(a: NDArray[Any], b: NDArray[Any]) -> float:
+    """Inner product of two 1-D arrays, kept off BLAS.
+
+    BLAS-backed ``@`` runs long vectors on several threads, which gains nothing for a memory-bound dot
+    product and becomes many times slower when the cores are busy with other work.
+    """
+    return float(np.einsum("i,i->", a, b))
+
+
 def resolve_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     """Accept a Generator, a seed or None."""
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)

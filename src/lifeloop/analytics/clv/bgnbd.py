@@ -24,6 +24,7 @@ from ._validation import (
     NotFittedError,
     as_float,
     check_non_negative,
+    dot,
     resolve_rng,
     series_index,
     validate_rfm,
@@ -59,40 +60,64 @@ class FitSummary:
 
 
 class _Data:
-    """Fit data with the special-function work reduced to the distinct frequencies."""
+    """Fit data arranged so each likelihood evaluation does as little elementwise work as possible.
+
+    Special functions depend on the customer only through x, so they are evaluated once per distinct x;
+    the dropout term exists only for repeat buyers, so it is evaluated on that subset alone.
+    """
 
     def __init__(self, x: FloatArray, tx: FloatArray, T: FloatArray, weights: FloatArray) -> None:
-        self.x, self.tx, self.T, self.w = x, tx, T, weights
+        self.T, self.w, self.wx = T, weights, weights * x
         self.x_unique, inverse = np.unique(x, return_inverse=True)
         self.w_by_x = np.bincount(inverse, weights=weights, minlength=self.x_unique.size)
-        self.has_repeat = x > 0
-        # b + x - 1 only matters for repeat buyers; keep it positive for the others to avoid log warnings.
-        self.xm1 = np.where(self.has_repeat, x - 1.0, 0.0)
+        rep = (x > 0) & (weights > 0)
+        self.rep = rep
+        self.x_rep, self.tx_rep, self.w_rep = x[rep], tx[rep], weights[rep]
         self.w_total = float(weights.sum())
 
 
 def _neg_mean_loglik(theta: FloatArray, d: _Data) -> tuple[float, FloatArray]:
-    """Weighted mean negative log-likelihood and its gradient with respect to log-parameters."""
+    """Weighted mean negative log-likelihood and its gradient with respect to log-parameters.
+
+    Per customer, ln L = c(x) - (r + x) ln(alpha + T) + [x > 0] softplus(delta) with
+    delta = ln a - ln(b + x - 1) + (r + x) (ln(alpha + T) - ln(alpha + t_x)), the log-odds of having dropped
+    out after the last purchase versus still being alive.
+    """
     r, alpha, a, b = np.exp(theta)
     xu = d.x_unique
     log_at = np.log(alpha + d.T)
-    log_atx = np.log(alpha + d.tx)
-    rx = r + d.x
-    a3 = -rx * log_at
-    a4 = np.where(d.has_repeat, np.log(a) - np.log(b + d.xm1) - rx * log_atx, -np.inf)
-    lse = np.logaddexp(a3, a4)
-    share = np.exp(a4 - lse)  # posterior weight of "dropped out after the last purchase"
-    stay = 1.0 - share
+    inv_at = 1.0 / (alpha + d.T)
+
+    log_at_rep = log_at[d.rep]
+    log_gap = log_at_rep - np.log(alpha + d.tx_rep)  # ln((alpha + T) / (alpha + t_x)) >= 0
+    rx_rep = r + d.x_rep
+    b_xm1 = b + d.x_rep - 1.0
+    delta = np.log(a) - np.log(b_xm1) + rx_rep * log_gap
+    share = expit(delta)  # posterior probability of "dropped out after the last purchase"
+    w_share = d.w_rep * share
 
     per_x = gammaln(r + xu) - gammaln(r) + r * np.log(alpha) + betaln(a, b + xu) - betaln(a, b)
-    loglik = per_x @ d.w_by_x + lse @ d.w
+    loglik = (
+        dot(per_x, d.w_by_x)
+        - r * dot(log_at, d.w)
+        - dot(log_at, d.wx)
+        + dot(np.logaddexp(0.0, delta), d.w_rep)
+    )
 
     psi_abx = digamma(a + b + xu)
     psi_ab = digamma(a + b)
-    g_r = (digamma(r + xu) - digamma(r) + np.log(alpha)) @ d.w_by_x - (stay * log_at + share * log_atx) @ d.w
-    g_alpha = r / alpha * d.w_total - (rx * (stay / (alpha + d.T) + share / (alpha + d.tx))) @ d.w
-    g_a = (psi_ab - psi_abx) @ d.w_by_x + (share @ d.w) / a
-    g_b = (digamma(b + xu) - digamma(b) + psi_ab - psi_abx) @ d.w_by_x - (share / (b + d.xm1)) @ d.w
+    g_r = (
+        dot(digamma(r + xu) - digamma(r) + np.log(alpha), d.w_by_x) - dot(log_at, d.w) + dot(w_share, log_gap)
+    )
+    inv_atx_rep = 1.0 / (alpha + d.tx_rep)
+    g_alpha = (
+        r / alpha * d.w_total
+        - r * dot(inv_at, d.w)
+        - dot(inv_at, d.wx)
+        + dot(w_share, rx_rep * (inv_at[d.rep] - inv_atx_rep))
+    )
+    g_a = dot(psi_ab - psi_abx, d.w_by_x) + w_share.sum() / a
+    g_b = dot(digamma(b + xu) - digamma(b) + psi_ab - psi_abx, d.w_by_x) - dot(w_share, 1.0 / b_xm1)
     grad = np.array([g_r * r, g_alpha * alpha, g_a * a, g_b * b])
     return -loglik / d.w_total, -grad / d.w_total
 

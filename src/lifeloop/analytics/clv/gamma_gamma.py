@@ -23,6 +23,7 @@ from ._validation import (
     as_float,
     broadcast,
     check_non_negative,
+    dot,
     resolve_rng,
     series_index,
     wrap,
@@ -53,29 +54,51 @@ def _validate_spend(frequency: ArrayLike, monetary_value: ArrayLike) -> tuple[Fl
     return x, m
 
 
-def _neg_mean_loglik(
-    theta: FloatArray, x: FloatArray, m: FloatArray, w: FloatArray
-) -> tuple[float, FloatArray]:
-    """Weighted mean negative log-likelihood and gradient with respect to log(p, q, gamma)."""
+class _Data:
+    """Repeat buyers' data with everything that does not depend on the parameters summed up front.
+
+    Gamma functions depend on the customer only through x, so they are evaluated per distinct x; the only
+    per-customer work left in an evaluation is ln(gamma + x zbar) and its reciprocal.
+    """
+
+    def __init__(self, x: FloatArray, m: FloatArray, w: FloatArray) -> None:
+        self.xm, self.w, self.wx = x * m, w, w * x
+        self.x_unique, inverse = np.unique(x, return_inverse=True)
+        self.w_by_x = np.bincount(inverse, weights=w, minlength=self.x_unique.size)
+        self.wx_by_x = self.w_by_x * self.x_unique
+        log_m = np.log(m)
+        self.sum_w_log_m = dot(w, log_m)
+        self.sum_wx_log_xm = dot(self.wx, log_m + np.log(x))
+        self.w_total = float(w.sum())
+
+
+def _neg_mean_loglik(theta: FloatArray, d: _Data) -> tuple[float, FloatArray]:
+    """Weighted mean negative log-likelihood and gradient with respect to log(p, q, gamma).
+
+    Per customer, ln f = ln G(px+q) - ln G(px) - ln G(q) + q ln gamma + (px-1) ln zbar + px ln x
+    - (px+q) ln(gamma + x zbar).
+    """
     p, q, gamma = np.exp(theta)
-    px = p * x
-    log_gxm = np.log(gamma + x * m)
-    psi_pxq = digamma(px + q)
-    ll = (
-        gammaln(px + q)
-        - gammaln(px)
-        - gammaln(q)
-        + q * np.log(gamma)
-        + (px - 1.0) * np.log(m)
-        + px * np.log(x)
-        - (px + q) * log_gxm
+    pxu = p * d.x_unique
+    log_g = np.log(gamma + d.xm)
+    inv_g = 1.0 / (gamma + d.xm)
+    sum_w_log_g, sum_wx_log_g = dot(d.w, log_g), dot(d.wx, log_g)
+
+    per_x = gammaln(pxu + q) - gammaln(pxu)
+    loglik = (
+        dot(per_x, d.w_by_x)
+        + d.w_total * (q * np.log(gamma) - gammaln(q))
+        + p * d.sum_wx_log_xm
+        - d.sum_w_log_m
+        - p * sum_wx_log_g
+        - q * sum_w_log_g
     )
-    g_p = x * (psi_pxq - digamma(px) + np.log(m) + np.log(x) - log_gxm)
-    g_q = psi_pxq - digamma(q) + np.log(gamma) - log_gxm
-    g_gamma = q / gamma - (px + q) / (gamma + x * m)
-    total = w.sum()
-    grad = np.array([(g_p @ w) * p, (g_q @ w) * q, (g_gamma @ w) * gamma])
-    return -float(ll @ w) / total, -grad / total
+    psi_pxq = digamma(pxu + q)
+    g_p = dot(psi_pxq - digamma(pxu), d.wx_by_x) + d.sum_wx_log_xm - sum_wx_log_g
+    g_q = dot(psi_pxq, d.w_by_x) - d.w_total * (digamma(q) - np.log(gamma)) - sum_w_log_g
+    g_gamma = q * d.w_total / gamma - p * dot(d.wx, inv_g) - q * dot(d.w, inv_g)
+    grad = np.array([g_p * p, g_q * q, g_gamma * gamma])
+    return -loglik / d.w_total, -grad / d.w_total
 
 
 class GammaGammaModel:
@@ -147,10 +170,11 @@ class GammaGammaModel:
 
         # Start at q = 2 (finite population mean) with gamma chosen so that p * gamma / (q - 1) = mean spend.
         theta0 = np.log([1.0, 2.0, float(np.average(m, weights=w))])
+        data = _Data(x, m, w)
         res = minimize(
             _neg_mean_loglik,
             theta0,
-            args=(x, m, w),
+            args=(data,),
             jac=True,
             method="L-BFGS-B",
             bounds=[(-_LOG_BOUND, _LOG_BOUND)] * 3,
@@ -172,7 +196,7 @@ class GammaGammaModel:
         total = float(w.sum())
         self.params = GammaGammaParams(*map(float, np.exp(res.x)))
         self.log_likelihood = float(-res.fun * total)
-        self.standard_errors = self._standard_errors(res.x, x, m, w)
+        self.standard_errors = self._standard_errors(res.x, data)
         self.fit_summary = FitSummary(
             converged=converged,
             n_iter=int(res.nit),
@@ -183,16 +207,16 @@ class GammaGammaModel:
         return self
 
     @staticmethod
-    def _standard_errors(theta: FloatArray, x: FloatArray, m: FloatArray, w: FloatArray) -> GammaGammaParams:
+    def _standard_errors(theta: FloatArray, data: _Data) -> GammaGammaParams:
         step = 1e-5
         hess = np.empty((3, 3))
         for j in range(3):
             e = np.zeros(3)
             e[j] = step
-            hess[:, j] = (
-                _neg_mean_loglik(theta + e, x, m, w)[1] - _neg_mean_loglik(theta - e, x, m, w)[1]
-            ) / (2 * step)
-        hess = 0.5 * (hess + hess.T) * float(w.sum())
+            hess[:, j] = (_neg_mean_loglik(theta + e, data)[1] - _neg_mean_loglik(theta - e, data)[1]) / (
+                2 * step
+            )
+        hess = 0.5 * (hess + hess.T) * data.w_total
         try:
             cov = np.linalg.inv(hess)
         except np.linalg.LinAlgError:

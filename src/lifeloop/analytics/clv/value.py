@@ -62,7 +62,8 @@ def customer_lifetime_value(
     )
     per_month = np.diff(cumulative, axis=0)
     discount = (1.0 + discount_rate_monthly) ** -np.arange(1, months + 1, dtype=np.float64)
-    clv = spend * (discount @ per_month)
+    # einsum rather than a BLAS matrix product: see _validation.dot.
+    clv = spend * np.einsum("m,mn->n", discount, per_month)
     return wrap(np.asarray(clv, dtype=np.float64), index, "clv")
 
 

@@ -1,0 +1,71 @@
+"""The CLI: set-up commands print keys, bad input exits non-zero with a sentence."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from lifeloop.config import Settings
+from tests.cli_helpers import run_cli
+from lifeloop.workspaces.models import sources
+
+
+
+@pytest.fixture
+def cli(settings: Settings):  # noqa: ANN201
+    return lambda args: run_cli(args, settings.database_url)
+
+
+def test_workspace_source_and_token(cli, engine: sa.Engine) -> None:
+    assert cli(["migrate"]).exit_code == 0
+    created = cli(["workspace", "create", "tea", "--name", "茶光", "--timezone", "Asia/Taipei"])
+    assert created.exit_code == 0 and "workspace tea created" in created.output
+    key = cli(["source", "create", "web", "-w", "tea"])
+    assert key.exit_code == 0
+    write_key = key.stdout.strip()
+    assert write_key.startswith("wk_")
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(sources.c.write_key_hash).execution_options(cross_workspace=True)).scalar()
+    assert write_key not in stored  # only a digest is kept
+    token = cli(["token", "create", "ops", "-w", "tea", "--role", "viewer"])
+    assert token.exit_code == 0 and token.stdout.strip().startswith("llt_")
+    listing = cli(["workspace", "list"])
+    assert "茶光" in listing.output and "Asia/Taipei" in listing.output
+    assert "web" in cli(["source", "list", "-w", "tea"]).output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["workspace", "create", "Bad Slug"], "slug must be"),
+        (["workspace", "create", "ok", "--timezone", "Mars/Olympus"], "unknown time zone"),
+        (["source", "create", "web", "-w", "missing"], "no workspace 'missing'"),
+        (["token", "create", "x", "-w", "tea", "--role", "god"], "role must be one of"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_sentence(cli, engine: sa.Engine, args: list[str], message: str) -> None:
+    cli(["workspace", "create", "tea"])
+    result = cli(args)
+    assert result.exit_code != 0
+    assert message in " ".join(result.output.split())
+
+
+def test_duplicate_workspace_is_refused(cli, engine: sa.Engine) -> None:
+    assert cli(["workspace", "create", "tea"]).exit_code == 0
+    again = cli(["workspace", "create", "tea"])
+    assert again.exit_code != 0 and "already exists" in again.output
+
+
+def test_unmigrated_database_is_explained(tmp_path) -> None:  # noqa: ANN001
+    result = run_cli(["workspace", "list"], f"sqlite:///{tmp_path / 'empty.db'}")
+    assert result.exit_code != 0 and "lifeloop migrate" in result.output
+
+
+def test_installed_entry_point_help() -> None:
+    result = subprocess.run([sys.executable, "-m", "lifeloop.cli", "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    for command in ("migrate", "serve", "import", "demo", "workspace", "source", "token"):
+        assert command in result.stdout
