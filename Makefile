@@ -32,6 +32,7 @@ services:
 	@bash scripts/ensure-postgres.sh
 
 bench: $(STAMP) services
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	@mkdir -p bench/results
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 

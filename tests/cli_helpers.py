@@ -18,7 +18,11 @@ class CliResult:
 def run_cli(args: list[str], database_url: str, **env: str) -> CliResult:
     environment = {**os.environ, "LIFELOOP_DATABASE_URL": database_url, "COLUMNS": "200", **env}
     done = subprocess.run(
-        [sys.executable, "-m", "lifeloop.cli", *args], capture_output=True, text=True, env=environment, check=False,
+        [sys.executable, "-m", "lifeloop.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
         timeout=120,
     )
     return CliResult(exit_code=done.returncode, output=done.stdout + done.stderr, stdout=done.stdout)

@@ -39,7 +39,11 @@ def pg_admin(sql: str) -> None:
     """Run one statement (CREATE/DROP DATABASE) on the maintenance database, outside a transaction."""
     url = sa.make_url(PG_ADMIN_URL)
     with psycopg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password, dbname=url.database,
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        dbname=url.database,
         autocommit=True,
     ) as conn:
         conn.execute(sql)

@@ -9,13 +9,12 @@ import pytest
 import sqlalchemy as sa
 
 from lifeloop.config import Settings
-from tests.cli_helpers import run_cli
 from lifeloop.workspaces.models import sources
-
+from tests.cli_helpers import run_cli
 
 
 @pytest.fixture
-def cli(settings: Settings):  # noqa: ANN201
+def cli(settings: Settings):
     return lambda args: run_cli(args, settings.database_url)
 
 
@@ -28,7 +27,9 @@ def test_workspace_source_and_token(cli, engine: sa.Engine) -> None:
     write_key = key.stdout.strip()
     assert write_key.startswith("wk_")
     with engine.connect() as conn:
-        stored = conn.execute(sa.select(sources.c.write_key_hash).execution_options(cross_workspace=True)).scalar()
+        stored = conn.execute(
+            sa.select(sources.c.write_key_hash).execution_options(cross_workspace=True)
+        ).scalar()
     assert write_key not in stored  # only a digest is kept
     token = cli(["token", "create", "ops", "-w", "tea", "--role", "viewer"])
     assert token.exit_code == 0 and token.stdout.strip().startswith("llt_")
@@ -46,7 +47,9 @@ def test_workspace_source_and_token(cli, engine: sa.Engine) -> None:
         (["token", "create", "x", "-w", "tea", "--role", "god"], "role must be one of"),
     ],
 )
-def test_bad_input_exits_non_zero_with_a_sentence(cli, engine: sa.Engine, args: list[str], message: str) -> None:
+def test_bad_input_exits_non_zero_with_a_sentence(
+    cli, engine: sa.Engine, args: list[str], message: str
+) -> None:
     cli(["workspace", "create", "tea"])
     result = cli(args)
     assert result.exit_code != 0
@@ -59,13 +62,15 @@ def test_duplicate_workspace_is_refused(cli, engine: sa.Engine) -> None:
     assert again.exit_code != 0 and "already exists" in again.output
 
 
-def test_unmigrated_database_is_explained(tmp_path) -> None:  # noqa: ANN001
+def test_unmigrated_database_is_explained(tmp_path) -> None:
     result = run_cli(["workspace", "list"], f"sqlite:///{tmp_path / 'empty.db'}")
     assert result.exit_code != 0 and "lifeloop migrate" in result.output
 
 
 def test_installed_entry_point_help() -> None:
-    result = subprocess.run([sys.executable, "-m", "lifeloop.cli", "--help"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "lifeloop.cli", "--help"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0
     for command in ("migrate", "serve", "import", "demo", "workspace", "source", "token"):
         assert command in result.stdout

@@ -16,7 +16,9 @@ from rich.table import Table
 from lifeloop.config import get_settings
 from lifeloop.errors import LifeloopError
 
-app = typer.Typer(help="lifeloop: customer lifecycle platform for brands' own channels.", no_args_is_help=True)
+app = typer.Typer(
+    help="lifeloop: customer lifecycle platform for brands' own channels.", no_args_is_help=True
+)
 workspace_app = typer.Typer(help="Workspaces: one per brand.", no_args_is_help=True)
 source_app = typer.Typer(help="Ingest sources and their write keys.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens for the REST API.", no_args_is_help=True)
@@ -72,7 +74,9 @@ def migrate() -> None:
     upgrade(engine)
     after = current_revision(engine)
     where = engine.url.render_as_string(hide_password=True)
-    console.print(f"schema {before or 'empty'} → {after} on {where}" if before != after else f"schema at {after}")
+    console.print(
+        f"schema {before or 'empty'} → {after} on {where}" if before != after else f"schema at {after}"
+    )
 
 
 @workspace_app.command("create")
@@ -122,13 +126,18 @@ def source_create(
     with engine.begin() as conn:
         ws = get_workspace(conn, workspace)
         source, key = create_source(conn, ws.id, name=name)
-    err.print(f"source [bold]{source.name}[/] created in {ws.slug}; its write key (store it, it is not shown again):")
+    err.print(
+        f"source [bold]{source.name}[/] created in {ws.slug}; "
+        "its write key (store it, it is not shown again):"
+    )
     print(key)
 
 
 @source_app.command("list")
 @explains_errors
-def source_list(workspace: Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]) -> None:
+def source_list(
+    workspace: Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")],
+) -> None:
     """List a workspace's sources."""
     from lifeloop.workspaces.service import get_workspace, list_sources
 
@@ -140,7 +149,11 @@ def source_list(workspace: Annotated[str, typer.Option("--workspace", "-w", help
     table = Table("id", "name", "key starts", "created", "disabled")
     for s in rows:
         table.add_row(
-            str(s.id), s.name, s.write_key_prefix + "…", s.created_at.strftime("%Y-%m-%d"), "yes" if s.disabled_at else ""
+            str(s.id),
+            s.name,
+            s.write_key_prefix + "…",
+            s.created_at.strftime("%Y-%m-%d"),
+            "yes" if s.disabled_at else "",
         )
     console.print(table)
 
@@ -229,7 +242,9 @@ def import_command(
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default LIFELOOP_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default LIFELOOP_PORT).")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL; SQLite works best with 1).")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (PostgreSQL; SQLite works best with 1).")
+    ] = 1,
 ) -> None:
     """Serve the ingest API, the REST API and the console."""
     import uvicorn
@@ -251,13 +266,17 @@ def serve(
 def demo(
     customers: Annotated[int, typer.Option(help="Customers to simulate.")] = 3000,
     days: Annotated[int, typer.Option(help="Days of history.")] = 180,
-    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving after loading.")] = True,
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Keep serving after loading.")
+    ] = True,
     port: Annotated[int | None, typer.Option(help="Port (default LIFELOOP_PORT).")] = None,
 ) -> None:
     """Create a synthetic brand, send its history through the ingest API, and serve it."""
     from lifeloop.demo.runner import run_demo
 
-    run_demo(customers=customers, days=days, serve=serve_after, port=port or get_settings().port, console=console)
+    run_demo(
+        customers=customers, days=days, serve=serve_after, port=port or get_settings().port, console=console
+    )
 
 
 def main() -> None:

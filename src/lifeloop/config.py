@@ -18,7 +18,9 @@ class Settings(BaseSettings):
     )
     sqlite_synchronous: str = Field(
         default="NORMAL",
-        description="SQLite PRAGMA synchronous. NORMAL in WAL mode survives process crashes; FULL also power loss.",
+        description=(
+            "SQLite PRAGMA synchronous. NORMAL in WAL mode survives process crashes; FULL also power loss."
+        ),
     )
     host: str = "127.0.0.1"
     port: int = 8000

@@ -1,13 +1,13 @@
 """Domain errors. One exception handler in ``web.problems`` maps them to HTTP problems.
 
-    LifeloopError                  500  something we did not expect
-    ├── InvalidInput               400  a field is missing or malformed (``field`` names it)
-    │   └── BatchInvalid           400  some items of a batch failed; ``errors`` lists each
-    ├── PayloadTooLarge            413  an event over 32 KB or a batch over 500 KB
-    ├── Unauthorized               401  missing or unknown write key / API token
-    ├── Forbidden                  403  the token's role may not do this
-    ├── NotFound                   404
-    └── Conflict                   409  the request contradicts stored state
+LifeloopError                  500  something we did not expect
+├── InvalidInput               400  a field is missing or malformed (``field`` names it)
+│   └── BatchInvalid           400  some items of a batch failed; ``errors`` lists each
+├── PayloadTooLarge            413  an event over 32 KB or a batch over 500 KB
+├── Unauthorized               401  missing or unknown write key / API token
+├── Forbidden                  403  the token's role may not do this
+├── NotFound                   404
+└── Conflict                   409  the request contradicts stored state
 """
 
 from __future__ import annotations

@@ -26,9 +26,13 @@ def test_official_segment_client_every_call_type(
         upload_size=4,  # several batches, as a busy client would send
     )
     when = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-    client.identify("user-1", {"name": "Lin", "email": "lin@example.com"}, anonymous_id="anon-1", message_id="c-identify")
+    client.identify(
+        "user-1", {"name": "Lin", "email": "lin@example.com"}, anonymous_id="anon-1", message_id="c-identify"
+    )
     client.track("user-1", "Order Completed", {"revenue": 88.0}, timestamp=when, message_id="c-track")
-    client.page("user-1", category="booking", name="Reserve", properties={"path": "/reserve"}, message_id="c-page")
+    client.page(
+        "user-1", category="booking", name="Reserve", properties={"path": "/reserve"}, message_id="c-page"
+    )
     client.screen("user-1", "App", "Home", message_id="c-screen")
     client.group("user-1", "shop-42", {"name": "Taipei Main St."}, message_id="c-group")
     client.alias("anon-1", "user-1", message_id="c-alias")

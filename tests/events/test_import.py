@@ -9,16 +9,15 @@ import pytest
 import sqlalchemy as sa
 
 from lifeloop.config import Settings
-from tests.cli_helpers import run_cli
 from lifeloop.events.models import events
 from lifeloop.profiles.models import profiles
+from tests.cli_helpers import run_cli
 from tests.conftest import Brand
 from tests.profiles.helpers import owner
 
 
-
 @pytest.fixture
-def cli(settings: Settings):  # noqa: ANN201
+def cli(settings: Settings):
     return lambda args: run_cli(args, settings.database_url)
 
 
@@ -42,9 +41,7 @@ PROFILES = pd.DataFrame(
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_import_profiles(
-    cli, engine: sa.Engine, brand: Brand, tmp_path: Path, suffix: str
-) -> None:
+def test_import_profiles(cli, engine: sa.Engine, brand: Brand, tmp_path: Path, suffix: str) -> None:
     path = write(PROFILES, tmp_path / f"people{suffix}")
     rejects = tmp_path / "rejects.csv"
     result = cli(["import", "profiles", str(path), "-w", "acme", "--rejects", str(rejects)])
@@ -56,7 +53,9 @@ def test_import_profiles(
     assert rejects.read_text().splitlines()[1].startswith(f"{line},")
     with engine.connect() as conn:
         traits = conn.execute(
-            sa.select(profiles.c.traits).where(profiles.c.workspace_id == brand.workspace_id, profiles.c.user_id == "u1")
+            sa.select(profiles.c.traits).where(
+                profiles.c.workspace_id == brand.workspace_id, profiles.c.user_id == "u1"
+            )
         ).scalar()
     assert traits["name"] == "王小明" and traits["city"] == "Taipei"
     assert traits["phone"] == "0912345678"  # kept as text, leading zero intact
@@ -74,8 +73,13 @@ def test_import_events(cli, engine: sa.Engine, brand: Brand, tmp_path: Path, suf
             "type": ["track", "track", "page", "track", "track"],
             "event": ["Order Completed", "Product Viewed", None, None, "Order Completed"],
             "user_id": ["u1", "u1", "u2", "u3", None],
-            "timestamp": ["2025-01-02T03:04:05Z", "2025-01-03T00:00:00+08:00", "2025-01-04T00:00:00Z",
-                          "2025-01-05T00:00:00Z", "2025-01-06T00:00:00Z"],
+            "timestamp": [
+                "2025-01-02T03:04:05Z",
+                "2025-01-03T00:00:00+08:00",
+                "2025-01-04T00:00:00Z",
+                "2025-01-05T00:00:00Z",
+                "2025-01-06T00:00:00Z",
+            ],
             "name": [None, None, "Booking", None, None],
             "properties.revenue": [100.5, None, None, None, 5.0],
             "sku": [None, "TEA-01", None, None, None],
@@ -100,7 +104,9 @@ def test_import_events(cli, engine: sa.Engine, brand: Brand, tmp_path: Path, suf
     assert rows["Booking"].properties["category"] == "booking"
 
 
-def test_import_refuses_bad_input_with_a_sentence(cli, engine: sa.Engine, brand: Brand, tmp_path: Path) -> None:
+def test_import_refuses_bad_input_with_a_sentence(
+    cli, engine: sa.Engine, brand: Brand, tmp_path: Path
+) -> None:
     missing = cli(["import", "events", str(tmp_path / "nope.csv"), "-w", "acme"])
     assert missing.exit_code != 0 and "is not a file" in missing.output
     (tmp_path / "data.json").write_text("{}")

@@ -26,12 +26,16 @@ ALL_CALLS = [
 
 def stored(engine: sa.Engine, workspace_id: int) -> list[dict]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(events).where(events.c.workspace_id == workspace_id).order_by(events.c.id))
+        rows = conn.execute(
+            sa.select(events).where(events.c.workspace_id == workspace_id).order_by(events.c.id)
+        )
         return [dict(r._mapping) for r in rows]
 
 
 @pytest.mark.parametrize(("call", "body"), ALL_CALLS, ids=[c for c, _ in ALL_CALLS])
-def test_each_call_type_is_stored(client: TestClient, engine: sa.Engine, brand: Brand, call: str, body: dict) -> None:
+def test_each_call_type_is_stored(
+    client: TestClient, engine: sa.Engine, brand: Brand, call: str, body: dict
+) -> None:
     response = client.post(f"/v1/{call}", json={**body, "messageId": f"m-{call}"}, auth=brand.auth)
     assert response.status_code == 200, response.text
     assert response.json() == {"success": True, "accepted": 1, "duplicates": 0}
@@ -58,7 +62,10 @@ def test_batch_and_import_store_every_message(client: TestClient, engine: sa.Eng
     assert response.json() == {"success": True, "accepted": 6, "duplicates": 0}
     response = client.post("/v1/import", json={"batch": [{**batch[0], "messageId": "i-1"}]}, auth=brand.auth)
     assert response.json()["accepted"] == 1
-    assert [r["message_id"] for r in stored(engine, brand.workspace_id)] == [*(f"b-{c}" for c, _ in ALL_CALLS), "i-1"]
+    assert [r["message_id"] for r in stored(engine, brand.workspace_id)] == [
+        *(f"b-{c}" for c, _ in ALL_CALLS),
+        "i-1",
+    ]
 
 
 def test_write_key_in_body(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
@@ -71,7 +78,9 @@ def test_message_id_deduplicates_retries_and_repeats_in_a_batch(
     client: TestClient, engine: sa.Engine, brand: Brand
 ) -> None:
     one = {"type": "track", "userId": "u1", "event": "Clicked", "messageId": "same"}
-    first = client.post("/v1/batch", json={"batch": [one, one, {**one, "messageId": "other"}]}, auth=brand.auth)
+    first = client.post(
+        "/v1/batch", json={"batch": [one, one, {**one, "messageId": "other"}]}, auth=brand.auth
+    )
     assert first.json() == {"success": True, "accepted": 2, "duplicates": 1}
     retry = client.post("/v1/batch", json={"batch": [one, {**one, "messageId": "other"}]}, auth=brand.auth)
     assert retry.json() == {"success": True, "accepted": 0, "duplicates": 2}
@@ -87,7 +96,9 @@ def test_missing_message_id_is_generated(client: TestClient, engine: sa.Engine, 
     assert len(set(ids)) == 2 and all(i.startswith("ll-") for i in ids)
 
 
-def test_timestamp_is_corrected_for_device_clock_skew(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
+def test_timestamp_is_corrected_for_device_clock_skew(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
     # The device clock runs 2 hours fast; the event happened 30 s before the device sent it.
     skew = timedelta(hours=2)
     now = datetime.now(UTC)
@@ -113,7 +124,9 @@ def test_timestamp_without_sent_at_is_kept_and_missing_timestamp_is_receipt(
     client: TestClient, engine: sa.Engine, brand: Brand
 ) -> None:
     client.post(
-        "/v1/track", json={"userId": "u1", "event": "Old", "timestamp": "2024-03-01T10:00:00+08:00"}, auth=brand.auth
+        "/v1/track",
+        json={"userId": "u1", "event": "Old", "timestamp": "2024-03-01T10:00:00+08:00"},
+        auth=brand.auth,
     )
     client.post("/v1/track", json={"userId": "u1", "event": "Now"}, auth=brand.auth)
     old, new = stored(engine, brand.workspace_id)
@@ -128,8 +141,18 @@ def test_batch_level_context_and_sent_at_apply_to_each_message(
     sent = datetime.now(UTC) + timedelta(minutes=10)
     body = {
         "batch": [
-            {"type": "track", "userId": "u1", "event": "A", "timestamp": (sent - timedelta(seconds=5)).isoformat()},
-            {"type": "track", "userId": "u1", "event": "B", "context": {"ip": "1.2.3.4", "library": {"name": "x"}}},
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "A",
+                "timestamp": (sent - timedelta(seconds=5)).isoformat(),
+            },
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "B",
+                "context": {"ip": "1.2.3.4", "library": {"name": "x"}},
+            },
         ],
         "context": {"library": {"name": "analytics-python"}, "locale": "zh-TW"},
         "sentAt": sent.isoformat(),
@@ -141,7 +164,9 @@ def test_batch_level_context_and_sent_at_apply_to_each_message(
     assert a["timestamp"] == a["received_at"] - timedelta(seconds=5)
 
 
-def test_context_integrations_and_unknown_fields_are_kept(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
+def test_context_integrations_and_unknown_fields_are_kept(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
     body = {
         "userId": "u1",
         "event": "Viewed",
@@ -177,5 +202,7 @@ def test_numeric_user_id_is_stored_as_text(client: TestClient, engine: sa.Engine
 
 def test_basic_auth_header_with_password_part(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
     token = base64.b64encode(f"{brand.write_key}:".encode()).decode()
-    response = client.post("/v1/track", json={"userId": "u", "event": "E"}, headers={"Authorization": f"Basic {token}"})
+    response = client.post(
+        "/v1/track", json={"userId": "u", "event": "E"}, headers={"Authorization": f"Basic {token}"}
+    )
     assert response.status_code == 200

@@ -31,36 +31,116 @@ CASES: list[tuple[str, str, Any, dict[str, Any], int, str, str | None]] = [
     ("no-user-or-anonymous-id", "/v1/track", {"event": "E"}, {}, 400, "invalid_input", "userId"),
     ("user-id-object", "/v1/identify", {"userId": {"a": 1}}, {}, 400, "invalid_input", "userId"),
     ("user-id-too-long", "/v1/identify", {"userId": "x" * 256}, {}, 400, "invalid_input", "userId"),
-    ("properties-not-object", "/v1/track", {"userId": "u", "event": "E", "properties": [1]}, {}, 400,
-     "invalid_input", "properties"),
-    ("traits-not-object", "/v1/identify", {"userId": "u", "traits": "vip"}, {}, 400, "invalid_input", "traits"),
-    ("context-not-object", "/v1/track", {"userId": "u", "event": "E", "context": 3}, {}, 400, "invalid_input",
-     "context"),
-    ("bad-timestamp", "/v1/track", {"userId": "u", "event": "E", "timestamp": "yesterday"}, {}, 400,
-     "invalid_input", "timestamp"),
-    ("numeric-timestamp", "/v1/track", {"userId": "u", "event": "E", "timestamp": 1700000000}, {}, 400,
-     "invalid_input", "timestamp"),
-    ("bad-sent-at", "/v1/track", {"userId": "u", "event": "E", "sentAt": "2024-13-45"}, {}, 400, "invalid_input",
-     "sentAt"),
+    (
+        "properties-not-object",
+        "/v1/track",
+        {"userId": "u", "event": "E", "properties": [1]},
+        {},
+        400,
+        "invalid_input",
+        "properties",
+    ),
+    (
+        "traits-not-object",
+        "/v1/identify",
+        {"userId": "u", "traits": "vip"},
+        {},
+        400,
+        "invalid_input",
+        "traits",
+    ),
+    (
+        "context-not-object",
+        "/v1/track",
+        {"userId": "u", "event": "E", "context": 3},
+        {},
+        400,
+        "invalid_input",
+        "context",
+    ),
+    (
+        "bad-timestamp",
+        "/v1/track",
+        {"userId": "u", "event": "E", "timestamp": "yesterday"},
+        {},
+        400,
+        "invalid_input",
+        "timestamp",
+    ),
+    (
+        "numeric-timestamp",
+        "/v1/track",
+        {"userId": "u", "event": "E", "timestamp": 1700000000},
+        {},
+        400,
+        "invalid_input",
+        "timestamp",
+    ),
+    (
+        "bad-sent-at",
+        "/v1/track",
+        {"userId": "u", "event": "E", "sentAt": "2024-13-45"},
+        {},
+        400,
+        "invalid_input",
+        "sentAt",
+    ),
     ("alias-without-previous-id", "/v1/alias", {"userId": "u"}, {}, 400, "invalid_input", "previousId"),
     ("alias-without-user-id", "/v1/alias", {"previousId": "a"}, {}, 400, "invalid_input", "userId"),
     ("group-without-group-id", "/v1/group", {"userId": "u"}, {}, 400, "invalid_input", "groupId"),
-    ("external-ids-not-list", "/v1/track", {"userId": "u", "event": "E", "context": {"externalIds": {}}}, {}, 400,
-     "invalid_input", "context.externalIds"),
+    (
+        "external-ids-not-list",
+        "/v1/track",
+        {"userId": "u", "event": "E", "context": {"externalIds": {}}},
+        {},
+        400,
+        "invalid_input",
+        "context.externalIds",
+    ),
     ("batch-missing", "/v1/batch", {"messages": []}, {}, 400, "invalid_input", "batch"),
     ("batch-empty", "/v1/batch", {"batch": []}, {}, 400, "invalid_input", "batch"),
-    ("batch-unknown-type", "/v1/batch", {"batch": [{**GOOD, "type": "click"}]}, {}, 400, "invalid_batch",
-     "batch[0].type"),
-    ("unsupported-encoding", "/v1/track", GOOD, {"headers": {"Content-Encoding": "br"}}, 400, "invalid_input", None),
-    ("broken-gzip", "/v1/batch", b"\x1f\x8b not really gzip", {"headers": {"Content-Encoding": "gzip"}}, 400,
-     "invalid_input", None),
+    (
+        "batch-unknown-type",
+        "/v1/batch",
+        {"batch": [{**GOOD, "type": "click"}]},
+        {},
+        400,
+        "invalid_batch",
+        "batch[0].type",
+    ),
+    (
+        "unsupported-encoding",
+        "/v1/track",
+        GOOD,
+        {"headers": {"Content-Encoding": "br"}},
+        400,
+        "invalid_input",
+        None,
+    ),
+    (
+        "broken-gzip",
+        "/v1/batch",
+        b"\x1f\x8b not really gzip",
+        {"headers": {"Content-Encoding": "gzip"}},
+        400,
+        "invalid_input",
+        None,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "extra", "status", "code", "field"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("path", "body", "extra", "status", "code", "field"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_invalid_request_is_rejected_and_changes_nothing(
-    client: TestClient, engine: sa.Engine, brand: Brand, path: str, body: Any, extra: dict, status: int, code: str,
+    client: TestClient,
+    engine: sa.Engine,
+    brand: Brand,
+    path: str,
+    body: Any,
+    extra: dict,
+    status: int,
+    code: str,
     field: str | None,
 ) -> None:
     before = snapshot(engine)
@@ -77,7 +157,13 @@ def test_invalid_request_is_rejected_and_changes_nothing(
 def test_batch_with_some_invalid_items_lists_each_and_stores_none(
     client: TestClient, engine: sa.Engine, brand: Brand
 ) -> None:
-    batch = [GOOD, {"type": "track", "userId": "u"}, GOOD, {"type": "identify"}, {"type": "alias", "userId": "x"}]
+    batch = [
+        GOOD,
+        {"type": "track", "userId": "u"},
+        GOOD,
+        {"type": "identify"},
+        {"type": "alias", "userId": "x"},
+    ]
     before = snapshot(engine)
     response = post(client, "/v1/batch", {"batch": batch}, brand)
     assert response.status_code == 400
@@ -142,7 +228,9 @@ def test_event_just_under_32kb_is_accepted(client: TestClient, engine: sa.Engine
     assert post(client, "/v1/track", body, brand).status_code == 200
 
 
-def test_batch_item_over_32kb_is_413_naming_the_item(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
+def test_batch_item_over_32kb_is_413_naming_the_item(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
     batch = [GOOD, {**GOOD, "properties": {"blob": "x" * (33 * 1024)}}]
     before = snapshot(engine)
     response = post(client, "/v1/batch", {"batch": batch}, brand)

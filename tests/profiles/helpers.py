@@ -12,7 +12,9 @@ def owner(engine: sa.Engine, workspace_id: int, kind: str, value: str) -> int | 
     with engine.connect() as conn:
         return conn.execute(
             sa.select(identities.c.profile_id).where(
-                identities.c.workspace_id == workspace_id, identities.c.kind == kind, identities.c.value == value
+                identities.c.workspace_id == workspace_id,
+                identities.c.kind == kind,
+                identities.c.value == value,
             )
         ).scalar()
 
@@ -37,7 +39,9 @@ def partition(engine: sa.Engine, workspace_id: int) -> set[frozenset[str]]:
 def merges(engine: sa.Engine, workspace_id: int) -> list[dict]:
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(profile_merges).where(profile_merges.c.workspace_id == workspace_id).order_by(profile_merges.c.id)
+            sa.select(profile_merges)
+            .where(profile_merges.c.workspace_id == workspace_id)
+            .order_by(profile_merges.c.id)
         )
         return [dict(r._mapping) for r in rows]
 
@@ -48,14 +52,20 @@ def assert_consistent(engine: sa.Engine, workspace_id: int) -> None:
         live = {
             r.id
             for r in conn.execute(
-                sa.select(profiles.c.id).where(profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None))
+                sa.select(profiles.c.id).where(
+                    profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None)
+                )
             )
         }
         event_owners = set(
-            conn.execute(sa.select(events.c.profile_id).where(events.c.workspace_id == workspace_id)).scalars()
+            conn.execute(
+                sa.select(events.c.profile_id).where(events.c.workspace_id == workspace_id)
+            ).scalars()
         )
         identity_owners = set(
-            conn.execute(sa.select(identities.c.profile_id).where(identities.c.workspace_id == workspace_id)).scalars()
+            conn.execute(
+                sa.select(identities.c.profile_id).where(identities.c.workspace_id == workspace_id)
+            ).scalars()
         )
         chained = conn.execute(
             sa.select(sa.func.count())

@@ -38,8 +38,10 @@ def test_anonymous_history_joins_the_user_on_identify(
     client: TestClient, engine: sa.Engine, brand: Brand, one_batch: bool
 ) -> None:
     send(
-        client, brand,
-        track("p1", anon="a1"), track("p2", anon="a1"),
+        client,
+        brand,
+        track("p1", anon="a1"),
+        track("p2", anon="a1"),
         identify("i1", user="u1", anon="a1", name="Ann"),
         track("t1", user="u1"),
         one_batch=one_batch,
@@ -50,7 +52,9 @@ def test_anonymous_history_joins_the_user_on_identify(
     assert owner(engine, brand.workspace_id, "user_id", "u1") == pid
     assert owner(engine, brand.workspace_id, "anonymous_id", "a1") == pid
     with engine.connect() as conn:
-        row = conn.execute(sa.select(profiles).where(profiles.c.id == pid, profiles.c.workspace_id == brand.workspace_id)).one()
+        row = conn.execute(
+            sa.select(profiles).where(profiles.c.id == pid, profiles.c.workspace_id == brand.workspace_id)
+        ).one()
     assert row.user_id == "u1"
     assert row.traits == {"name": "Ann"}
     assert merges(engine, brand.workspace_id) == []  # the anonymous profile was adopted, nothing to merge
@@ -77,7 +81,9 @@ def test_two_existing_profiles_merge_and_every_event_moves(
     assert merge["events_moved"] == 2
     with engine.connect() as conn:
         merged_into = conn.execute(
-            sa.select(profiles.c.merged_into).where(profiles.c.id == anon_pid, profiles.c.workspace_id == brand.workspace_id)
+            sa.select(profiles.c.merged_into).where(
+                profiles.c.id == anon_pid, profiles.c.workspace_id == brand.workspace_id
+            )
         ).scalar()
     assert merged_into == user_pid
     assert_consistent(engine, brand.workspace_id)
@@ -88,8 +94,11 @@ def test_profiles_of_two_different_users_never_merge_implicitly(
 ) -> None:
     # A shared device: the same anonymousId logs in as two people.
     send(
-        client, brand,
-        identify("i1", user="u1", anon="device"), identify("i2", user="u2", anon="device"), track("t2", user="u2"),
+        client,
+        brand,
+        identify("i1", user="u1", anon="device"),
+        identify("i2", user="u2", anon="device"),
+        track("t2", user="u2"),
         one_batch=one_batch,
     )
     by_message = event_profiles(engine, brand.workspace_id)
@@ -99,8 +108,15 @@ def test_profiles_of_two_different_users_never_merge_implicitly(
     assert_consistent(engine, brand.workspace_id)
 
 
-def test_alias_merges_even_two_identified_profiles(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
-    send(client, brand, identify("old", user="old-id", tier="silver"), identify("new", user="new-id", tier="gold"))
+def test_alias_merges_even_two_identified_profiles(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
+    send(
+        client,
+        brand,
+        identify("old", user="old-id", tier="silver"),
+        identify("new", user="new-id", tier="gold"),
+    )
     old_pid = event_profiles(engine, brand.workspace_id)["old"]
     new_pid = event_profiles(engine, brand.workspace_id)["new"]
     send(client, brand, {"type": "alias", "messageId": "al", "previousId": "old-id", "userId": "new-id"})
@@ -109,7 +125,11 @@ def test_alias_merges_even_two_identified_profiles(client: TestClient, engine: s
     (merge,) = merges(engine, brand.workspace_id)
     assert (merge["winner_id"], merge["loser_id"], merge["reason"]) == (new_pid, old_pid, "alias")
     with engine.connect() as conn:
-        traits = conn.execute(sa.select(profiles.c.traits).where(profiles.c.id == new_pid, profiles.c.workspace_id == brand.workspace_id)).scalar()
+        traits = conn.execute(
+            sa.select(profiles.c.traits).where(
+                profiles.c.id == new_pid, profiles.c.workspace_id == brand.workspace_id
+            )
+        ).scalar()
     assert traits == {"tier": "gold"}  # the survivor's own traits win over the merged profile's
     assert_consistent(engine, brand.workspace_id)
 
@@ -125,7 +145,10 @@ def test_alias_of_unknown_ids_links_both(client: TestClient, engine: sa.Engine, 
     ("kind", "link"),
     [
         ("line_user_id", {"context": {"externalIds": [{"id": "U4af4980629", "type": "line_user_id"}]}}),
-        ("wecom_external_userid", {"context": {"externalIds": [{"id": "wmXyz", "type": "wecom_external_userid"}]}}),
+        (
+            "wecom_external_userid",
+            {"context": {"externalIds": [{"id": "wmXyz", "type": "wecom_external_userid"}]}},
+        ),
         ("wechat_openid", {"context": {"externalIds": [{"id": "oABC", "type": "wechat_openid"}]}}),
         ("wechat_unionid", {"context": {"externalIds": [{"id": "uABC", "type": "wechat_unionid"}]}}),
     ],
@@ -134,7 +157,11 @@ def test_channel_identity_joins_the_customer(
     client: TestClient, engine: sa.Engine, brand: Brand, kind: str, link: dict
 ) -> None:
     # The channel webhook knows only the channel id; the shop later identifies the same person.
-    send(client, brand, {"type": "track", "event": "Channel Followed", "messageId": "follow", "anonymousId": "ch-1", **link})
+    send(
+        client,
+        brand,
+        {"type": "track", "event": "Channel Followed", "messageId": "follow", "anonymousId": "ch-1", **link},
+    )
     send(client, brand, track("order", user="u1"))
     send(client, brand, {"type": "identify", "messageId": "id", "userId": "u1", "traits": {}, **link})
     by_message = event_profiles(engine, brand.workspace_id)
@@ -145,7 +172,9 @@ def test_channel_identity_joins_the_customer(
     assert_consistent(engine, brand.workspace_id)
 
 
-def test_email_and_phone_traits_link_identities_normalised(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
+def test_email_and_phone_traits_link_identities_normalised(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
     send(client, brand, identify("i1", user="u1", email=" Ann@Example.COM ", phone="+886 912-345-678"))
     send(client, brand, identify("i2", anon="newsletter-form", email="ann@example.com"))
     by_message = event_profiles(engine, brand.workspace_id)
@@ -154,7 +183,9 @@ def test_email_and_phone_traits_link_identities_normalised(client: TestClient, e
     assert owner(engine, brand.workspace_id, "phone", "+886912345678") == by_message["i1"]
 
 
-def test_same_email_on_two_users_does_not_merge_them(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
+def test_same_email_on_two_users_does_not_merge_them(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
     send(client, brand, identify("i1", user="u1", email="family@example.com"))
     send(client, brand, identify("i2", user="u2", email="family@example.com"))
     by_message = event_profiles(engine, brand.workspace_id)
@@ -166,7 +197,8 @@ def test_same_email_on_two_users_does_not_merge_them(client: TestClient, engine:
 def test_chain_of_merges_in_one_batch(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
     send(client, brand, track("a", anon="a1"), track("b", anon="a2"), track("c", user="u1"))
     send(
-        client, brand,
+        client,
+        brand,
         identify("l1", anon="a1", email="x@example.com"),
         identify("l2", anon="a2", email="x@example.com"),
         identify("l3", user="u1", anon="a2"),
@@ -185,10 +217,14 @@ def test_identities_are_scoped_to_their_workspace(client: TestClient, engine: sa
     assert merges(engine, one.workspace_id) == merges(engine, two.workspace_id) == []
 
 
-def test_first_and_last_seen_follow_event_time_not_arrival(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
+def test_first_and_last_seen_follow_event_time_not_arrival(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
     send(client, brand, track("late", user="u1", timestamp="2025-05-01T00:00:00Z"))
     send(client, brand, track("early", user="u1", timestamp="2025-01-01T00:00:00Z"))
-    send(client, brand, {**identify("tz", user="u1"), "context": {"timezone": "Asia/Tokyo", "locale": "ja-JP"}})
+    send(
+        client, brand, {**identify("tz", user="u1"), "context": {"timezone": "Asia/Tokyo", "locale": "ja-JP"}}
+    )
     with engine.connect() as conn:
         row = conn.execute(sa.select(profiles).where(profiles.c.workspace_id == brand.workspace_id)).one()
     assert row.first_seen.isoformat() == "2025-01-01T00:00:00+00:00"

@@ -26,8 +26,14 @@ def messages(draw: st.DrawFn) -> list[dict]:
         user = draw(st.none() | st.sampled_from(USERS))
         anon = draw(st.none() | st.sampled_from(ANONS))
         if kind == "alias":
-            out.append({"type": "alias", "messageId": f"m{i}", "userId": draw(st.sampled_from(USERS)),
-                        "previousId": draw(st.sampled_from(USERS + ANONS))})
+            out.append(
+                {
+                    "type": "alias",
+                    "messageId": f"m{i}",
+                    "userId": draw(st.sampled_from(USERS)),
+                    "previousId": draw(st.sampled_from(USERS + ANONS)),
+                }
+            )
             continue
         if user is None and anon is None:
             anon = ANONS[0]
@@ -45,7 +51,9 @@ _slugs = itertools.count()
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=messages())
-def test_batching_does_not_change_who_is_who(client: TestClient, engine: sa.Engine, history: list[dict]) -> None:
+def test_batching_does_not_change_who_is_who(
+    client: TestClient, engine: sa.Engine, history: list[dict]
+) -> None:
     batched, stepwise = make_brand(engine, f"b{next(_slugs)}"), make_brand(engine, f"s{next(_slugs)}")
     assert client.post("/v1/batch", json={"batch": history}, auth=batched.auth).status_code == 200
     for message in history:
@@ -55,7 +63,9 @@ def test_batching_does_not_change_who_is_who(client: TestClient, engine: sa.Engi
     assert_consistent(engine, stepwise.workspace_id)
 
 
-def test_concurrent_writers_merging_the_same_people_lose_nothing(client: TestClient, engine: sa.Engine, backend: str) -> None:
+def test_concurrent_writers_merging_the_same_people_lose_nothing(
+    client: TestClient, engine: sa.Engine, backend: str
+) -> None:
     """Several threads ingest overlapping anonymous/identified histories at once."""
     brand = make_brand(engine, "race")
     errors: list[str] = []
@@ -65,10 +75,23 @@ def test_concurrent_writers_merging_the_same_people_lose_nothing(client: TestCli
             batch = []
             for person in range(5):
                 anon = f"anon-{person}-{worker % 2}"
-                batch.append({"type": "track", "event": "E", "anonymousId": anon,
-                              "messageId": f"w{worker}-r{round_}-p{person}-t"})
-                batch.append({"type": "identify", "userId": f"user-{person}", "anonymousId": anon,
-                              "messageId": f"w{worker}-r{round_}-p{person}-i", "traits": {"email": f"p{person}@x.io"}})
+                batch.append(
+                    {
+                        "type": "track",
+                        "event": "E",
+                        "anonymousId": anon,
+                        "messageId": f"w{worker}-r{round_}-p{person}-t",
+                    }
+                )
+                batch.append(
+                    {
+                        "type": "identify",
+                        "userId": f"user-{person}",
+                        "anonymousId": anon,
+                        "messageId": f"w{worker}-r{round_}-p{person}-i",
+                        "traits": {"email": f"p{person}@x.io"},
+                    }
+                )
             response = client.post("/v1/batch", json={"batch": batch}, auth=brand.auth)
             if response.status_code != 200:
                 errors.append(response.text)
@@ -83,4 +106,3 @@ def test_concurrent_writers_merging_the_same_people_lose_nothing(client: TestCli
     assert sum(len(g) for g in groups) == 4 * 8 * 10  # every accepted event stored once
     assert len(groups) == 5  # one profile per person
     assert_consistent(engine, brand.workspace_id)
-

@@ -14,20 +14,45 @@ def ingest(client: TestClient, brand: Brand, batch: list[dict]) -> None:
 
 def history(n: int) -> list[dict]:
     return [
-        {"type": "track", "userId": "u1", "event": f"E{i}", "messageId": f"m{i:03}",
-         "timestamp": f"2025-06-01T00:{i // 60:02}:{i % 60:02}Z"}
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": f"E{i}",
+            "messageId": f"m{i:03}",
+            "timestamp": f"2025-06-01T00:{i // 60:02}:{i % 60:02}Z",
+        }
         for i in range(n)
     ]
 
 
-def test_profile_with_traits_identities_and_timeline(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
-    ingest(client, brand, [
-        {"type": "page", "anonymousId": "a1", "name": "Home", "messageId": "p1", "timestamp": "2025-05-01T00:00:00Z"},
-        {"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "i1",
-         "traits": {"name": "陳小美", "email": "may@example.com", "city": "Taipei"},
-         "context": {"timezone": "Asia/Taipei", "locale": "zh-TW"}, "timestamp": "2025-05-02T00:00:00Z"},
-    ])
-    found = client.get("/api/v1/profiles/lookup", params={"identity": "email:MAY@example.com"}, headers=brand.bearer)
+def test_profile_with_traits_identities_and_timeline(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
+    ingest(
+        client,
+        brand,
+        [
+            {
+                "type": "page",
+                "anonymousId": "a1",
+                "name": "Home",
+                "messageId": "p1",
+                "timestamp": "2025-05-01T00:00:00Z",
+            },
+            {
+                "type": "identify",
+                "userId": "u1",
+                "anonymousId": "a1",
+                "messageId": "i1",
+                "traits": {"name": "陳小美", "email": "may@example.com", "city": "Taipei"},
+                "context": {"timezone": "Asia/Taipei", "locale": "zh-TW"},
+                "timestamp": "2025-05-02T00:00:00Z",
+            },
+        ],
+    )
+    found = client.get(
+        "/api/v1/profiles/lookup", params={"identity": "email:MAY@example.com"}, headers=brand.bearer
+    )
     assert found.status_code == 200, found.text
     profile = found.json()
     assert profile["user_id"] == "u1"
@@ -35,7 +60,9 @@ def test_profile_with_traits_identities_and_timeline(client: TestClient, engine:
     assert (profile["timezone"], profile["locale"]) == ("Asia/Taipei", "zh-TW")
     assert profile["first_seen"].startswith("2025-05-01T00:00:00")
     assert {(i["kind"], i["value"]) for i in profile["identities"]} == {
-        ("anonymous_id", "a1"), ("user_id", "u1"), ("email", "may@example.com")
+        ("anonymous_id", "a1"),
+        ("user_id", "u1"),
+        ("email", "may@example.com"),
     }
     assert profile["event_count"] == 2
 
@@ -48,7 +75,9 @@ def test_profile_with_traits_identities_and_timeline(client: TestClient, engine:
 
 def test_timeline_pages_cover_every_event_once(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
     ingest(client, brand, history(95))
-    pid = client.get("/api/v1/profiles/lookup", params={"identity": "user_id:u1"}, headers=brand.bearer).json()["id"]
+    pid = client.get(
+        "/api/v1/profiles/lookup", params={"identity": "user_id:u1"}, headers=brand.bearer
+    ).json()["id"]
     seen: list[str] = []
     cursor = None
     pages = 0
@@ -66,16 +95,24 @@ def test_timeline_pages_cover_every_event_once(client: TestClient, engine: sa.En
 
 def test_timeline_filters_by_event_name(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
     ingest(client, brand, history(5))
-    pid = client.get("/api/v1/profiles/lookup", params={"identity": "user_id:u1"}, headers=brand.bearer).json()["id"]
+    pid = client.get(
+        "/api/v1/profiles/lookup", params={"identity": "user_id:u1"}, headers=brand.bearer
+    ).json()["id"]
     page = client.get(f"/api/v1/profiles/{pid}/events", params={"event": "E3"}, headers=brand.bearer).json()
     assert [e["event"] for e in page["items"]] == ["E3"]
 
 
 def test_merged_profile_id_returns_the_survivor(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
     ingest(client, brand, [{"type": "track", "anonymousId": "a1", "event": "Viewed", "messageId": "v"}])
-    old = client.get("/api/v1/profiles/lookup", params={"identity": "anonymous_id:a1"}, headers=brand.bearer).json()
+    old = client.get(
+        "/api/v1/profiles/lookup", params={"identity": "anonymous_id:a1"}, headers=brand.bearer
+    ).json()
     ingest(client, brand, [{"type": "identify", "userId": "u1", "messageId": "i", "traits": {}}])
-    ingest(client, brand, [{"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "link", "traits": {}}])
+    ingest(
+        client,
+        brand,
+        [{"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "link", "traits": {}}],
+    )
     survivor = client.get(f"/api/v1/profiles/{old['id']}", headers=brand.bearer).json()
     assert survivor["id"] != old["id"]
     assert survivor["merged_from"][0]["profile_id"] == old["id"]
@@ -85,9 +122,15 @@ def test_merged_profile_id_returns_the_survivor(client: TestClient, engine: sa.E
 
 
 def test_list_profiles_paginates(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
-    ingest(client, brand, [{"type": "identify", "userId": f"u{i}", "messageId": f"i{i}", "traits": {}} for i in range(7)])
+    ingest(
+        client,
+        brand,
+        [{"type": "identify", "userId": f"u{i}", "messageId": f"i{i}", "traits": {}} for i in range(7)],
+    )
     first = client.get("/api/v1/profiles", params={"limit": 5}, headers=brand.bearer).json()
-    second = client.get("/api/v1/profiles", params={"limit": 5, "after": first["next_after"]}, headers=brand.bearer).json()
+    second = client.get(
+        "/api/v1/profiles", params={"limit": 5, "after": first["next_after"]}, headers=brand.bearer
+    ).json()
     assert len(first["items"]) == 5 and len(second["items"]) == 2 and second["next_after"] is None
 
 
@@ -101,7 +144,9 @@ def test_errors(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
     kind = client.get("/api/v1/profiles/lookup", params={"identity": "shoe_size:42"}, headers=brand.bearer)
     assert kind.status_code == 400
     ingest(client, brand, history(1))
-    pid = client.get("/api/v1/profiles/lookup", params={"identity": "user_id:u1"}, headers=brand.bearer).json()["id"]
+    pid = client.get(
+        "/api/v1/profiles/lookup", params={"identity": "user_id:u1"}, headers=brand.bearer
+    ).json()["id"]
     cursor = client.get(f"/api/v1/profiles/{pid}/events", params={"cursor": "!!"}, headers=brand.bearer)
     assert cursor.status_code == 400 and cursor.json()["field"] == "cursor"
     limit = client.get("/api/v1/profiles", params={"limit": 0}, headers=brand.bearer)
@@ -111,17 +156,35 @@ def test_errors(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
 def test_a_token_reads_only_its_own_workspace(client: TestClient, engine: sa.Engine) -> None:
     mine, theirs = make_brand(engine, "mine"), make_brand(engine, "theirs")
     ingest(client, theirs, [{"type": "identify", "userId": "u1", "messageId": "x", "traits": {"secret": 1}}])
-    their_pid = client.get("/api/v1/profiles/lookup", params={"identity": "user_id:u1"}, headers=theirs.bearer).json()["id"]
+    their_pid = client.get(
+        "/api/v1/profiles/lookup", params={"identity": "user_id:u1"}, headers=theirs.bearer
+    ).json()["id"]
     assert client.get(f"/api/v1/profiles/{their_pid}", headers=mine.bearer).status_code == 404
     assert client.get(f"/api/v1/profiles/{their_pid}/events", headers=mine.bearer).status_code == 404
-    assert client.get("/api/v1/profiles/lookup", params={"identity": "user_id:u1"}, headers=mine.bearer).status_code == 404
+    assert (
+        client.get(
+            "/api/v1/profiles/lookup", params={"identity": "user_id:u1"}, headers=mine.bearer
+        ).status_code
+        == 404
+    )
     assert client.get("/api/v1/profiles", headers=mine.bearer).json()["items"] == []
 
 
 def test_openapi_schema_and_health(client: TestClient, engine: sa.Engine) -> None:
     schema = client.get("/openapi.json").json()
-    for path in ("/v1/track", "/v1/identify", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias", "/v1/batch",
-                 "/v1/import", "/api/v1/profiles/{profile_id}", "/api/v1/profiles/{profile_id}/events", "/health"):
+    for path in (
+        "/v1/track",
+        "/v1/identify",
+        "/v1/page",
+        "/v1/screen",
+        "/v1/group",
+        "/v1/alias",
+        "/v1/batch",
+        "/v1/import",
+        "/api/v1/profiles/{profile_id}",
+        "/api/v1/profiles/{profile_id}/events",
+        "/health",
+    ):
         assert path in schema["paths"], path
     track_body = schema["paths"]["/v1/track"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert track_body["required"] == ["event"]

@@ -133,7 +133,9 @@ def row_to_message(row: dict[str, Any], kind: Kind) -> dict[str, Any]:
             bags.setdefault(bag_name, {})[column] = value
     message.update(bags)
     if "messageId" not in message:
-        message["messageId"] = "import-" + hashlib.sha1(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        message["messageId"] = (
+            "import-" + hashlib.sha1(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        )
     return message
 
 
@@ -160,7 +162,9 @@ def import_file(
     for batch in read_batches(path):
         for row in batch:
             report.rows += 1
-            line = report.rows + 1 if path.suffix.lower() != ".parquet" else report.rows  # CSV: header is line 1
+            line = (
+                report.rows + 1 if path.suffix.lower() != ".parquet" else report.rows
+            )  # CSV: header is line 1
             try:
                 raw = row_to_message(row, kind)
                 check_event_size(raw, "row")

@@ -56,7 +56,14 @@ EXTERNAL_ID_KINDS = {
     "wechat_unionid": "wechat_unionid",
     "unionid": "wechat_unionid",
 }
-_TRAIT_ID_KINDS = ("email", "phone", "line_user_id", "wecom_external_userid", "wechat_openid", "wechat_unionid")
+_TRAIT_ID_KINDS = (
+    "email",
+    "phone",
+    "line_user_id",
+    "wecom_external_userid",
+    "wechat_openid",
+    "wechat_unionid",
+)
 
 
 @dataclass(slots=True)
@@ -132,7 +139,9 @@ def _external_ids(msg: Message, prefix: str) -> list[tuple[str, str]]:
     external = (msg.context or {}).get("externalIds")
     if external is not None:
         if not isinstance(external, list):
-            raise InvalidInput(f"{prefix}context.externalIds must be a list", field=f"{prefix}context.externalIds")
+            raise InvalidInput(
+                f"{prefix}context.externalIds must be a list", field=f"{prefix}context.externalIds"
+            )
         for i, item in enumerate(external):
             if not isinstance(item, dict):
                 raise InvalidInput(
@@ -165,7 +174,8 @@ def parse_message(
     msg_type = forced_type or raw.get("type")
     if msg_type not in MESSAGE_TYPES:
         raise InvalidInput(
-            f"{prefix}type must be one of {', '.join(MESSAGE_TYPES)} (got {msg_type!r})", field=f"{prefix}type"
+            f"{prefix}type must be one of {', '.join(MESSAGE_TYPES)} (got {msg_type!r})",
+            field=f"{prefix}type",
         )
     defaults = defaults or {}
 
@@ -205,10 +215,14 @@ def parse_message(
         if not isinstance(event, str) or not event.strip():
             raise InvalidInput(f"{prefix}event is required for track calls", field=f"{prefix}event")
         if len(event) > MAX_ID_LENGTH:
-            raise InvalidInput(f"{prefix}event is longer than {MAX_ID_LENGTH} characters", field=f"{prefix}event")
+            raise InvalidInput(
+                f"{prefix}event is longer than {MAX_ID_LENGTH} characters", field=f"{prefix}event"
+            )
         msg.event = event
+    properties: dict[str, Any] = {}
     if msg_type in ("track", "page", "screen"):
-        msg.properties = _object(raw.get("properties"), f"{prefix}properties") or {}
+        properties = _object(raw.get("properties"), f"{prefix}properties") or {}
+        msg.properties = properties
     if msg_type in ("page", "screen"):
         name = raw.get("name")
         if name is not None and not isinstance(name, str):
@@ -216,9 +230,9 @@ def parse_message(
         msg.name = name[:MAX_ID_LENGTH] if name else None
         # As analytics.js does, page name and category are also readable as properties.
         if msg.name is not None:
-            msg.properties.setdefault("name", msg.name)
+            properties.setdefault("name", msg.name)
         if isinstance(raw.get("category"), str):
-            msg.properties.setdefault("category", raw["category"])
+            properties.setdefault("category", raw["category"])
     if msg_type in ("identify", "group"):
         msg.traits = _object(raw.get("traits"), f"{prefix}traits") or {}
     if msg_type == "group":
@@ -281,14 +295,16 @@ def parse_batch(body: Any, *, received_at: datetime) -> list[Message]:
     if too_large:
         first = too_large[0]
         raise PayloadTooLarge(
-            f"{len(too_large)} of {len(items)} events are over 32 KB; nothing was stored. First: {first['message']}",
+            f"{len(too_large)} of {len(items)} events are over 32 KB; nothing was stored. "
+            f"First: {first['message']}",
             field=first["field"],
             errors=too_large + errors,
         )
     if errors:
         first = errors[0]
         raise BatchInvalid(
-            f"{len(errors)} of {len(items)} messages are invalid; nothing was stored. First: {first['message']}",
+            f"{len(errors)} of {len(items)} messages are invalid; nothing was stored. "
+            f"First: {first['message']}",
             field=first["field"],
             errors=errors,
         )

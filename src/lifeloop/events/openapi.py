@@ -37,11 +37,18 @@ def _schema(message_type: str) -> dict[str, Any]:
 
 
 def message_schema(message_type: str) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": _schema(message_type)}}}}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _schema(message_type)}}}
+    }
 
 
 def batch_schema() -> dict[str, Any]:
-    item = {"oneOf": [{**_schema(t), "properties": {**_schema(t)["properties"], "type": {"const": t}}} for t in _SPECIFIC]}
+    item = {
+        "oneOf": [
+            {**_schema(t), "properties": {**_schema(t)["properties"], "type": {"const": t}}}
+            for t in _SPECIFIC
+        ]
+    }
     body = {
         "type": "object",
         "required": ["batch"],

@@ -1,4 +1,4 @@
-"""The Segment-compatible tracking endpoints: /v1/track, identify, page, screen, group, alias, batch, import."""
+"""The Segment-compatible tracking endpoints: /v1/track, identify, page, screen, group, alias, batch."""
 
 from __future__ import annotations
 

@@ -38,4 +38,6 @@ def ingest_messages(conn: Connection, key: SourceKey, messages: Sequence[Message
 
 def ingest(engine: Engine, key: SourceKey, messages: Sequence[Message]) -> IngestResult:
     """Store ``messages`` durably: when this returns, they are committed."""
-    return transaction(engine, lambda conn: ingest_messages(conn, key, messages))
+    return transaction(
+        engine, lambda conn: ingest_messages(conn, key, messages), serialize_retries_on=key.workspace_id
+    )

@@ -17,7 +17,9 @@ def existing_message_ids(conn: Connection, workspace_id: int, message_ids: Seque
     if not message_ids:
         return set()
     rows = conn.execute(
-        select(events.c.message_id).where(events.c.workspace_id == workspace_id, events.c.message_id.in_(message_ids))
+        select(events.c.message_id).where(
+            events.c.workspace_id == workspace_id, events.c.message_id.in_(message_ids)
+        )
     )
     return {r[0] for r in rows}
 
@@ -48,7 +50,7 @@ def event_row(workspace_id: int, source_id: int | None, msg: Message, profile_id
 
 
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert event rows and return the new ids; a message id already stored (a concurrent retry) is skipped."""
+    """Insert event rows and return the new ids; a message id stored meanwhile (a retry) is skipped."""
     if not rows:
         return []
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert

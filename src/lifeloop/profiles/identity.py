@@ -96,6 +96,7 @@ class IdentityGraph:
     def assign(self, msg: Message) -> int:
         """The profile ``msg`` belongs to, linking and merging identities as it says."""
         uid, anon = msg.user_id, msg.anonymous_id
+        pid: int | None
         if msg.type == "alias":
             pid = self._assign_alias(msg)
         else:
@@ -266,7 +267,11 @@ def resolve_and_store(
     for msg, pid in zip(messages, final, strict=True):
         if pid < 0 and pid not in states:
             states[pid] = _ProfileState(
-                traits={}, first_seen=msg.timestamp, last_seen=msg.timestamp, timezone=None, locale=None,
+                traits={},
+                first_seen=msg.timestamp,
+                last_seen=msg.timestamp,
+                timezone=None,
+                locale=None,
                 user_id=None,
             )
     for merge in graph.merges:
@@ -294,7 +299,13 @@ def resolve_and_store(
             conn.execute(
                 insert(identities),
                 [
-                    {"workspace_id": workspace_id, "kind": k, "value": v, "profile_id": real_id(p), "created_at": now}
+                    {
+                        "workspace_id": workspace_id,
+                        "kind": k,
+                        "value": v,
+                        "profile_id": real_id(p),
+                        "created_at": now,
+                    }
                     for (k, v), p in graph.new_keys.items()
                 ],
             )
@@ -317,11 +328,11 @@ def resolve_and_store(
             updates,
         )
 
-    rows = [
+    event_rows = [
         event_store.event_row(workspace_id, source_id, msg, real_id(pid))
         for msg, pid in zip(messages, final, strict=True)
     ]
-    return event_store.insert_events(conn, rows)
+    return event_store.insert_events(conn, event_rows)
 
 
 def _profile_row(workspace_id: int, state: _ProfileState, now: datetime) -> dict[str, Any]:

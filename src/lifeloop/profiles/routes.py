@@ -24,7 +24,8 @@ def list_profiles(
 ) -> ProfilePage:
     rows = service.list_profiles(conn, grant.workspace_id, limit=limit, after_id=after)
     return ProfilePage(
-        items=[ProfileSummaryOut(**r) for r in rows], next_after=rows[-1]["id"] if len(rows) == limit else None
+        items=[ProfileSummaryOut(**r) for r in rows],
+        next_after=rows[-1]["id"] if len(rows) == limit else None,
     )
 
 
@@ -32,7 +33,9 @@ def list_profiles(
 def lookup_profile(
     conn: Conn,
     grant: CurrentGrant,
-    identity: Annotated[str, Query(description="kind:value, e.g. user_id:42, email:a@b.com, line_user_id:U1…")],
+    identity: Annotated[
+        str, Query(description="kind:value, e.g. user_id:42, email:a@b.com, line_user_id:U1…")
+    ],
 ) -> ProfileOut:
     kind, sep, value = identity.partition(":")
     if not sep or not value:

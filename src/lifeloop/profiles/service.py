@@ -49,7 +49,9 @@ def find_by_identity(conn: Connection, workspace_id: int, kind: str, value: str)
     canonical = value if kind in ("user_id", "anonymous_id") else normalise_identity(kind, value)
     row = conn.execute(
         select(identities.c.profile_id).where(
-            identities.c.workspace_id == workspace_id, identities.c.kind == kind, identities.c.value == canonical
+            identities.c.workspace_id == workspace_id,
+            identities.c.kind == kind,
+            identities.c.value == canonical,
         )
     ).first()
     if row is None:
@@ -89,7 +91,10 @@ def get_profile(conn: Connection, workspace_id: int, profile_id: int) -> Profile
         created_at=row.created_at,
         updated_at=row.updated_at,
         identities=[dict(r._mapping) for r in linked],
-        merged_from=[{"profile_id": r.loser_id, **{k: v for k, v in r._mapping.items() if k != "loser_id"}} for r in merges],
+        merged_from=[
+            {"profile_id": r.loser_id, **{k: v for k, v in r._mapping.items() if k != "loser_id"}}
+            for r in merges
+        ],
         event_count=event_store.count_events(conn, workspace_id, pid),
     )
 
@@ -133,7 +138,9 @@ def profile_timeline(
         raise InvalidInput("limit must be between 1 and 500", field="limit")
     pid = resolve_profile_id(conn, workspace_id, profile_id)
     before = decode_cursor(cursor) if cursor else None
-    rows = event_store.timeline(conn, workspace_id, pid, limit=limit + 1, before=before, event_name=event_name)
+    rows = event_store.timeline(
+        conn, workspace_id, pid, limit=limit + 1, before=before, event_name=event_name
+    )
     page, more = rows[:limit], len(rows) > limit
     next_cursor = encode_cursor(page[-1]["timestamp"], page[-1]["id"]) if more else None
     return page, next_cursor

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -23,7 +23,7 @@ class RetryTransaction(Exception):
 
 
 def create_store_engine(settings: Settings | None = None, **engine_kwargs: Any) -> Engine:
-    """An engine for ``settings.database_url``: WAL and immediate transactions on SQLite, a pool on PostgreSQL."""
+    """An engine for ``settings.database_url``: WAL and immediate writers on SQLite, a pool on PostgreSQL."""
     settings = settings or get_settings()
     url = settings.database_url
     engine_kwargs.setdefault("json_serializer", _json_dumps)
@@ -33,7 +33,10 @@ def create_store_engine(settings: Settings | None = None, **engine_kwargs: Any) 
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False}, pool_pre_ping=False, **engine_kwargs
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_pre_ping=False,
+            **engine_kwargs,
         )
         _configure_sqlite(engine, settings.sqlite_synchronous)
     else:
@@ -79,11 +82,22 @@ def _is_retryable(error: DBAPIError) -> bool:
     return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
 
 
-def transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: int = 5) -> T:
-    """Run ``work`` in one transaction, retrying from scratch on deadlocks and serialization failures."""
+def transaction(
+    engine: Engine,
+    work: Callable[[Connection], T],
+    *,
+    attempts: int = 8,
+    serialize_retries_on: int | None = None,
+) -> T:
+    """Run ``work`` in one transaction, retrying from scratch on deadlocks, serialization failures and
+    ``RetryTransaction``. With ``serialize_retries_on`` a retry on PostgreSQL first takes an advisory lock
+    on that key, so writers that keep colliding take turns instead of colliding again.
+    """
     for attempt in range(1, attempts + 1):
         try:
             with engine.begin() as conn:
+                if attempt > 1 and serialize_retries_on is not None and conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": serialize_retries_on})
                 return work(conn)
         except RetryTransaction:
             if attempt == attempts:
@@ -91,7 +105,7 @@ def transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: in
         except DBAPIError as error:
             if attempt == attempts or not _is_retryable(error):
                 raise
-        time.sleep(0.005 * 2**attempt)
+        time.sleep(0.002 * 2**attempt)
     raise AssertionError("unreachable")
 
 

@@ -42,7 +42,11 @@ def _covered(*clauses: Any) -> set[Any]:
         if clause is None:
             continue
         for element in visitors.iterate(clause):
-            if isinstance(element, ColumnClause) and element.name == "workspace_id" and element.table is not None:
+            if (
+                isinstance(element, ColumnClause)
+                and element.name == "workspace_id"
+                and element.table is not None
+            ):
                 covered.add(element.table)
                 covered.add(_base_table(element.table))
     return covered

@@ -33,4 +33,3 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     for router in (health_router, ingest_router, profiles_router, workspace_router):
         app.include_router(router)
     return app
-

@@ -30,7 +30,10 @@ def ready(engine: EngineDep) -> JSONBody:
         return JSONBody({"status": "unavailable", "reason": str(error)[:200]}, status_code=503)
     if revision != head_revision():
         return JSONBody(
-            {"status": "unavailable", "reason": f"schema at {revision}, expected {head_revision()}: run lifeloop migrate"},
+            {
+                "status": "unavailable",
+                "reason": f"schema at {revision}, expected {head_revision()}: run lifeloop migrate",
+            },
             status_code=503,
         )
     return JSONBody({"status": "ok", "database": engine.dialect.name, "schema": revision})

@@ -10,7 +10,9 @@ from lifeloop.errors import LifeloopError
 from lifeloop.web.responses import JSONBody
 
 
-def problem(status: int, code: str, message: str, field: str | None = None, errors: list | None = None) -> JSONBody:
+def problem(
+    status: int, code: str, message: str, field: str | None = None, errors: list | None = None
+) -> JSONBody:
     body: dict = {"success": False, "status": status, "code": code, "message": message}
     if field is not None:
         body["field"] = field
@@ -28,7 +30,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, error: RequestValidationError) -> JSONBody:
         details = [
-            {"field": ".".join(str(p) for p in e["loc"][1:]) or None, "message": e["msg"]} for e in error.errors()
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or None, "message": e["msg"]}
+            for e in error.errors()
         ]
         first = details[0] if details else {"field": None, "message": "invalid request"}
         return problem(400, "invalid_input", f"{first['field']}: {first['message']}", first["field"], details)

@@ -47,7 +47,11 @@ def get_workspace(conn: Conn, grant: CurrentGrant) -> WorkspaceOut:
 def list_sources(conn: Conn, grant: CurrentGrant) -> list[SourceOut]:
     return [
         SourceOut(
-            id=s.id, name=s.name, write_key_prefix=s.write_key_prefix, created_at=s.created_at, disabled_at=s.disabled_at
+            id=s.id,
+            name=s.name,
+            write_key_prefix=s.write_key_prefix,
+            created_at=s.created_at,
+            disabled_at=s.disabled_at,
         )
         for s in service.list_sources(conn, grant.workspace_id)
     ]

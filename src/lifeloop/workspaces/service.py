@@ -32,12 +32,18 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_workspace(conn: Connection, *, slug: str, name: str | None = None, timezone: str = "UTC") -> Workspace:
+def create_workspace(
+    conn: Connection, *, slug: str, name: str | None = None, timezone: str = "UTC"
+) -> Workspace:
     """Create a workspace (one per brand). ``slug`` is lowercase letters, digits and dashes."""
     if not _SLUG.match(slug):
-        raise InvalidInput("slug must be 1-63 lowercase letters, digits or dashes, starting alphanumeric", field="slug")
+        raise InvalidInput(
+            "slug must be 1-63 lowercase letters, digits or dashes, starting alphanumeric", field="slug"
+        )
     if timezone not in available_timezones():
-        raise InvalidInput(f"unknown time zone {timezone!r}; use an IANA name such as Asia/Taipei", field="timezone")
+        raise InvalidInput(
+            f"unknown time zone {timezone!r}; use an IANA name such as Asia/Taipei", field="timezone"
+        )
     if conn.execute(select(workspaces.c.id).where(workspaces.c.slug == slug)).first():
         raise Conflict(f"workspace {slug!r} already exists", field="slug")
     row = conn.execute(
@@ -49,7 +55,9 @@ def create_workspace(conn: Connection, *, slug: str, name: str | None = None, ti
 
 
 def get_workspace(conn: Connection, slug_or_id: str | int) -> Workspace:
-    column = workspaces.c.id if isinstance(slug_or_id, int) or str(slug_or_id).isdigit() else workspaces.c.slug
+    column = (
+        workspaces.c.id if isinstance(slug_or_id, int) or str(slug_or_id).isdigit() else workspaces.c.slug
+    )
     value = int(slug_or_id) if column is workspaces.c.id else slug_or_id
     row = conn.execute(select(workspaces).where(column == value)).first()
     if row is None:
@@ -62,7 +70,7 @@ def list_workspaces(conn: Connection) -> list[Workspace]:
 
 
 def create_source(conn: Connection, workspace_id: int, *, name: str) -> tuple[Source, str]:
-    """Create an ingest source; returns it with its write key, which is not stored and cannot be shown again."""
+    """Create an ingest source; returns it with its write key, which is stored only as a digest."""
     if not name.strip():
         raise InvalidInput("source name must not be empty", field="name")
     exists = conn.execute(
@@ -123,11 +131,14 @@ class WriteKeyCache:
             self._entries[digest] = (time.monotonic() + self.ttl, key)
 
 
-def verify_write_key(conn: Connection, write_key: str | None, cache: WriteKeyCache | None = None) -> SourceKey:
+def verify_write_key(
+    conn: Connection, write_key: str | None, cache: WriteKeyCache | None = None
+) -> SourceKey:
     """The source a write key belongs to; Unauthorized when it is missing, unknown or disabled."""
     if not write_key:
         raise Unauthorized(
-            "missing write key: send it as the HTTP Basic username or as writeKey in the body", field="writeKey"
+            "missing write key: send it as the HTTP Basic username or as writeKey in the body",
+            field="writeKey",
         )
     digest = _digest(write_key)
     if cache is not None and (hit := cache.get(digest)) is not None:
@@ -145,7 +156,9 @@ def verify_write_key(conn: Connection, write_key: str | None, cache: WriteKeyCac
     return key
 
 
-def create_api_token(conn: Connection, workspace_id: int, *, name: str, role: str = "admin") -> tuple[ApiToken, str]:
+def create_api_token(
+    conn: Connection, workspace_id: int, *, name: str, role: str = "admin"
+) -> tuple[ApiToken, str]:
     """Create an API token for the REST API; returns it with the secret, shown once."""
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")

@@ -78,7 +78,9 @@ def upgrade() -> None:
         sa.Column("extra", Json),
         sa.UniqueConstraint("workspace_id", "message_id", name="uq_events_workspace_id_message_id"),
     )
-    op.create_index("ix_events_workspace_id_profile_id_timestamp", "events", ["workspace_id", "profile_id", "timestamp"])
+    op.create_index(
+        "ix_events_workspace_id_profile_id_timestamp", "events", ["workspace_id", "profile_id", "timestamp"]
+    )
     op.create_table(
         "profiles",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
@@ -116,10 +118,20 @@ def upgrade() -> None:
         sa.Column("events_moved", sa.Integer, nullable=False),
         sa.Column("merged_at", UTCDateTime, nullable=False),
     )
-    op.create_index("ix_profile_merges_workspace_id_winner_id", "profile_merges", ["workspace_id", "winner_id"])
+    op.create_index(
+        "ix_profile_merges_workspace_id_winner_id", "profile_merges", ["workspace_id", "winner_id"]
+    )
     op.create_index("ix_profile_merges_workspace_id_loser_id", "profile_merges", ["workspace_id", "loser_id"])
 
 
 def downgrade() -> None:
-    for table in ("profile_merges", "identities", "profiles", "events", "api_tokens", "sources", "workspaces"):
+    for table in (
+        "profile_merges",
+        "identities",
+        "profiles",
+        "events",
+        "api_tokens",
+        "sources",
+        "workspaces",
+    ):
         op.drop_table(table)
