@@ -132,10 +132,14 @@ def test_list_profiles_paginates(client: TestClient, engine: sa.Engine, brand: B
         "/api/v1/profiles", params={"limit": 5, "after": first["next_after"]}, headers=brand.bearer
     ).json()
     assert len(first["items"]) == 5 and len(second["items"]) == 2 and second["next_after"] is None
+    exact = client.get("/api/v1/profiles", params={"limit": 7}, headers=brand.bearer).json()
+    assert len(exact["items"]) == 7 and exact["next_after"] is None  # no empty last page
 
 
 def test_errors(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
-    assert client.get("/api/v1/profiles/1").status_code == 401
+    unauthenticated = client.get("/api/v1/profiles/1")
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["www-authenticate"].startswith("Bearer")
     assert client.get("/api/v1/profiles/1", headers={"Authorization": "Bearer llt_nope"}).status_code == 401
     missing = client.get("/api/v1/profiles/999", headers=brand.bearer)
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import chain, count
 from typing import Any
 
@@ -56,6 +57,7 @@ class DemoSummary:
     api_token: str
     customers: int
     days: int
+    end: datetime  # the simulated history ends here
     events: int  # sent
     accepted: int  # stored by this run
     duplicates: int  # already stored (an earlier run)
@@ -73,6 +75,7 @@ class DemoSummary:
 @dataclass(frozen=True, slots=True)
 class _Credentials:
     workspace: str
+    created: datetime  # when the demo workspace was first made
     source: str
     write_key: str
     api_token: str
@@ -86,8 +89,13 @@ def run_demo(
     port: int = 8000,
     console: Console | None = None,
     seed: int = 7,
+    end: datetime | None = None,
 ) -> DemoSummary:
-    """Create the demo brand, load its history through ``POST /v1/batch``, print a guide, optionally serve."""
+    """Create the demo brand, load its history through ``POST /v1/batch``, print a guide, optionally serve.
+
+    The history ends at ``end``, by default the hour the demo workspace was created: a second run sends
+    the very same messages (same ids, same content) and stores nothing. Delete the database for a fresh one.
+    """
     console = console or Console()
     if customers < 1 or days < 1:
         raise InvalidInput("the demo needs at least 1 customer and 1 day")
@@ -97,8 +105,9 @@ def run_demo(
     try:
         upgrade(engine)
         credentials = _prepare_workspace(engine)
+        end = end or credentials.created.replace(minute=0, second=0, microsecond=0)
         with console.status(f"simulating {customers:,} customers over {days} days…"):
-            simulation = Simulation(customers, days, seed)
+            simulation = Simulation(customers, days, seed, end)
         server = _BackgroundServer(create_app(settings, engine), port)
         server.start()
         try:
@@ -139,7 +148,7 @@ def _prepare_workspace(engine: Engine) -> _Credentials:
         name = next(n for n in candidates if n not in taken)
         _source, write_key = create_source(conn, workspace.id, name=name)
         _token, token = create_api_token(conn, workspace.id, name=f"lifeloop demo ({name})", role="admin")
-    return _Credentials(workspace.slug, name, write_key, token)
+    return _Credentials(workspace.slug, workspace.created_at, name, write_key, token)
 
 
 class _BackgroundServer:
@@ -285,6 +294,7 @@ def _load(simulation: Simulation, base_url: str, credentials: _Credentials, cons
         api_token=credentials.api_token,
         customers=summary.customers,
         days=simulation.world.days,
+        end=datetime.fromtimestamp(simulation.world.end_ms / 1000, UTC),
         events=len(simulation),
         accepted=accepted,
         duplicates=duplicates,
@@ -314,7 +324,9 @@ def _print_guide(summary: DemoSummary, console: Console, *, serving: bool) -> No
     """A panel with the numbers and where to look, then copy-paste commands that use the real credentials."""
     url = summary.base_url
     grid = Table.grid(padding=(0, 2))
-    grid.add_row("customers", f"{summary.customers:,} over {summary.days} days")
+    grid.add_row(
+        "customers", f"{summary.customers:,} over {summary.days} days up to {summary.end:%Y-%m-%d %H:%M} UTC"
+    )
     rate = f"{summary.events_per_second:,.0f} events/s"
     grid.add_row("events sent", f"{summary.events:,} in {summary.seconds:.1f} s ({rate})")
     grid.add_row("stored", f"{summary.accepted:,} new, {summary.duplicates:,} already there")
@@ -326,9 +338,7 @@ def _print_guide(summary: DemoSummary, console: Console, *, serving: bool) -> No
     console.print(Panel(grid, title=title, border_style="green", expand=False))
     # Outside the panel and soft-wrapped, so long commands copy and paste as one line.
     console.print(Text(_commands(summary), style="cyan"), soft_wrap=True)
-    if serving:
-        console.print("Press Ctrl-C to stop the server.", style="dim")
-    else:
+    if not serving:
         port = url.rsplit(":", 1)[-1]
         console.print(
             f"The server has stopped; `lifeloop serve --port {port}` serves this data again.", style="dim"

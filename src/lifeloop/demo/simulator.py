@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from hashlib import blake2b
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -158,72 +159,29 @@ _USER_AGENTS = {
     "wechat": (f"{_IPHONE} MicroMessenger/8.0.49",),
 }
 
+
+def _words(table: str) -> tuple[tuple[str, ...], ...]:
+    """A compact table: rows separated by commas, columns by spaces."""
+    return tuple(tuple(row.split()) for row in table.split(","))
+
+
 # People. Romanised forms make e-mail addresses; the domains are reserved example domains on purpose.
-_TW_SURNAMES = (
-    ("陳", "chen"),
-    ("林", "lin"),
-    ("黃", "huang"),
-    ("張", "chang"),
-    ("李", "lee"),
-    ("王", "wang"),
-    ("吳", "wu"),
-    ("劉", "liu"),
-    ("蔡", "tsai"),
-    ("楊", "yang"),
-    ("許", "hsu"),
-    ("鄭", "cheng"),
-    ("謝", "hsieh"),
-    ("郭", "kuo"),
+_TW_SURNAMES = _words(
+    "陳 chen, 林 lin, 黃 huang, 張 chang, 李 lee, 王 wang, 吳 wu, 劉 liu, 蔡 tsai, 楊 yang, 許 hsu, 鄭 cheng"
 )
-_TW_GIVEN = (
-    ("怡君", "yichun", "female"),
-    ("雅婷", "yating", "female"),
-    ("佩珊", "peishan", "female"),
-    ("詩涵", "shihhan", "female"),
-    ("欣怡", "hsinyi", "female"),
-    ("宜蓁", "yichen", "female"),
-    ("思妤", "szuyu", "female"),
-    ("志明", "chihming", "male"),
-    ("家豪", "chiahao", "male"),
-    ("冠宇", "kuanyu", "male"),
-    ("承恩", "chengen", "male"),
-    ("俊傑", "chunchieh", "male"),
+_TW_GIVEN = _words(
+    "怡君 yichun female, 雅婷 yating female, 佩珊 peishan female, 詩涵 shihhan female, 欣怡 hsinyi female, "
+    "宜蓁 yichen female, 思妤 szuyu female, 志明 chihming male, 家豪 chiahao male, 冠宇 kuanyu male, "
+    "承恩 chengen male, 俊傑 chunchieh male"
 )
-_CN_SURNAMES = (
-    ("王", "wang"),
-    ("李", "li"),
-    ("张", "zhang"),
-    ("刘", "liu"),
-    ("陈", "chen"),
-    ("杨", "yang"),
-    ("赵", "zhao"),
-    ("黄", "huang"),
-    ("周", "zhou"),
-    ("吴", "wu"),
+_CN_SURNAMES = _words("王 wang, 李 li, 张 zhang, 刘 liu, 陈 chen, 杨 yang, 赵 zhao, 黄 huang, 周 zhou, 吴 wu")
+_CN_GIVEN = _words(
+    "芳 fang female, 静 jing female, 婷婷 tingting female, 子涵 zihan female, 雨桐 yutong female, "
+    "欣然 xinran female, 伟 wei male, 磊 lei male, 浩然 haoran male, 俊杰 junjie male"
 )
-_CN_GIVEN = (
-    ("芳", "fang", "female"),
-    ("静", "jing", "female"),
-    ("婷婷", "tingting", "female"),
-    ("子涵", "zihan", "female"),
-    ("雨桐", "yutong", "female"),
-    ("欣然", "xinran", "female"),
-    ("伟", "wei", "male"),
-    ("磊", "lei", "male"),
-    ("浩然", "haoran", "male"),
-    ("俊杰", "junjie", "male"),
-)
-_EN_GIVEN = (
-    ("Emily", "female"),
-    ("Grace", "female"),
-    ("Vivian", "female"),
-    ("Irene", "female"),
-    ("Joanne", "female"),
-    ("Kevin", "male"),
-    ("Jason", "male"),
-    ("Eric", "male"),
-    ("Leo", "male"),
-    ("Sophie", "female"),
+_EN_GIVEN = _words(
+    "Emily female, Grace female, Vivian female, Irene female, Joanne female, Sophie female, "
+    "Kevin male, Jason male, Eric male, Leo male"
 )
 _DOMAINS = ("example.com", "example.net", "example.org")
 _CITIES = {
@@ -245,7 +203,7 @@ _PAYMENT = {
 _TIERS = ((10_000, "gold"), (3_000, "silver"))
 # Local-time hour weights: lunch break and evening peaks, quiet nights.
 _HOUR_WEIGHTS = (3, 2, 1, 1, 1, 1, 3, 7, 10, 10, 11, 13, 20, 19, 12, 11, 11, 12, 14, 20, 23, 24, 19, 10)
-_HOUR_CUM = list(np.cumsum(_HOUR_WEIGHTS))
+_HOUR_CUM = list(accumulate(_HOUR_WEIGHTS))
 
 
 class _Event(NamedTuple):
@@ -303,6 +261,8 @@ class Customer:
 
 @dataclass(frozen=True, slots=True)
 class SimulationSummary:
+    """Counts that show the history is lifelike: who identified, bought, came back or went quiet."""
+
     customers: int
     events: int
     by_event: dict[str, int]
@@ -320,6 +280,8 @@ class SimulationSummary:
 
 @dataclass(frozen=True, slots=True)
 class _World:
+    """The calendar of the simulated history: local (UTC+8) days up to ``end``."""
+
     seed: int
     end_ms: int
     dates: list[date]
@@ -394,14 +356,20 @@ def _hex(seed: int, *parts: object, length: int = 32) -> str:
     return blake2b(text.encode(), digest_size=16).hexdigest()[:length]
 
 
+def _unique_digits(index: int, width: int) -> str:
+    """Random-looking digits, different for every customer: two people never share a phone number."""
+    # An odd multiplier not divisible by 5 is coprime to 10**width, so index -> digits is one-to-one.
+    return f"{(index * 2_654_435_761 + 12_345_678) % 10**width:0{width}d}"
+
+
 def _person(rnd: random.Random, region: str, locale: str, index: int) -> dict[str, Any]:
     """Name, e-mail, phone, city, birthday and gender, consistent with region and locale."""
     if region == "cn":
         (family, family_latin), (given, given_latin, gender) = rnd.choice(_CN_SURNAMES), rnd.choice(_CN_GIVEN)
-        phone = f"+86 1{rnd.choice('3589')}{rnd.randrange(10**9):09d}"
+        phone = f"+86 1{rnd.choice('3589')}{_unique_digits(index, 9)}"
     else:
         (family, family_latin), (given, given_latin, gender) = rnd.choice(_TW_SURNAMES), rnd.choice(_TW_GIVEN)
-        phone = f"+886 9{rnd.randrange(10**8):08d}"
+        phone = f"+886 9{_unique_digits(index, 8)}"
     name = family + given
     local_part = f"{given_latin}.{family_latin}"
     if locale == "en" or rnd.random() < 0.2:  # many Taiwanese use an English first name
@@ -413,7 +381,7 @@ def _person(rnd: random.Random, region: str, locale: str, index: int) -> dict[st
     birthday = date(rnd.randint(1965, 2004), rnd.randint(1, 12), rnd.randint(1, 28))
     traits: dict[str, Any] = {"name": name, "gender": gender, "city": city}
     if rnd.random() < 0.88:
-        traits["email"] = f"{local_part}{index % 97}@{rnd.choice(_DOMAINS)}"
+        traits["email"] = f"{local_part}{index}@{rnd.choice(_DOMAINS)}"
     if rnd.random() < 0.9:
         traits["phone"] = phone
     if rnd.random() < 0.7:
@@ -430,7 +398,7 @@ def _population(customers: int, world: _World) -> list[Customer]:
     loyal = rng.random(n) < np.where(np.isin(source, ["friend_referral", "qr_offline"]), 0.2, 0.12)
     tendencies = {
         "loyal": loyal,
-        "rate": rng.gamma(1.3, 0.15, n) * np.where(loyal, 2.5, 1.0),
+        "rate": rng.gamma(1.3, 0.175, n) * np.where(loyal, 2.5, 1.0),
         "drop": np.where(loyal, rng.beta(1.0, 45.0, n), rng.beta(2.0, 11.0, n)),
         "tau": np.where(loyal, rng.lognormal(np.log(150), 0.4, n), rng.lognormal(np.log(18), 0.6, n)),
         "buy": np.where(loyal, rng.beta(4.0, 5.0, n), rng.beta(1.4, 7.0, n)),
@@ -523,7 +491,6 @@ class _Life:
         self.ts = c.arrival
         self.cart: list[Product] = []
         self.tier = "regular"
-        self.sessions = 0
 
     # -- recording ------------------------------------------------------------------------------
 
@@ -538,11 +505,12 @@ class _Life:
             self.ts += self.rnd.randint(15, 150) * 1000
         if ts > self.world.end_ms:
             return False
-        self.out.append(_Event(ts, self.c.index, self.seq, kind, name, body, via, self.known))
+        known = self.known or kind == "identify"  # identify is what carries the userId
+        self.out.append(_Event(ts, self.c.index, self.seq, kind, name, body, via, known))
         self.seq += 1
         self.c.events += 1
         self.c.last_event = max(self.c.last_event, ts)
-        if not self.known:
+        if not known:
             self.c.anonymous_events += 1
         return True
 
@@ -605,7 +573,6 @@ class _Life:
 
     def first_visit(self) -> None:
         c, rnd = self.c, self.rnd
-        self.sessions += 1
         if c.web_first:
             self.landing()
             self.browse()
@@ -624,7 +591,6 @@ class _Life:
 
     def visit(self) -> None:
         c, rnd = self.c, self.rnd
-        self.sessions += 1
         if not c.followed or c.unfollowed:
             self.browse(campaign=rnd.random() < 0.25)
             if c.channel and not c.followed and rnd.random() < 0.2:
@@ -745,9 +711,9 @@ class _Life:
         if self.known:
             return
         traits = dict(c.traits)
-        if c.channel == "line":
+        if c.followed and c.channel == "line":  # the brand learns channel ids from a follow
             traits["line_user_id"] = c.channel_id
-        elif c.channel == "wecom":
+        elif c.followed and c.channel == "wecom":
             traits["wecom_external_userid"] = c.channel_id
         traits.update(
             acquisition_source=c.source, member_tier=self.tier, created_at=_iso(self.ts), locale=c.locale
@@ -978,5 +944,5 @@ def simulate(
 
 def summarize(events: Iterable[dict[str, Any]]) -> dict[str, int]:
     """Messages per track event name, or per call type (``page``, ``identify``) for the others."""
-    counts = Counter(e.get("event") if e.get("type") == "track" else e.get("type") for e in events)
+    counts = Counter(str(e.get("event") if e.get("type") == "track" else e.get("type")) for e in events)
     return dict(counts.most_common())

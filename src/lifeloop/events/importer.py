@@ -7,8 +7,8 @@ Columns
   ``properties``/``context``/``traits`` as JSON text, and dotted columns ``properties.x``,
   ``context.x``; any other column becomes a property.
 - profiles: ``user_id`` (or ``anonymous_id``), any other column becomes a trait; ``email``,
-  ``phone``, ``line_user_id``, ``wecom_external_userid``, ``wechat_openid``/``unionid`` also link
-  those channel identities.
+  ``phone``, ``line_user_id``, ``wecom_external_userid``, ``wechat_openid`` and ``wechat_unionid``
+  also link those channel identities. A ``type`` column is an ordinary trait here.
 A row without a message id gets one derived from its content, so importing a file twice stores
 each row once.
 """
@@ -58,6 +58,7 @@ _TOP_LEVEL = {
     "group_id": "groupId",
 }
 _JSON_COLUMNS = ("properties", "context", "traits", "integrations")
+_EVENT_ONLY = ("type", "name", "category", "event")  # in a profiles file these are ordinary traits
 
 
 @dataclass
@@ -127,7 +128,7 @@ def row_to_message(row: dict[str, Any], kind: Kind) -> dict[str, Any]:
         elif "." in column and column.split(".", 1)[0] in _JSON_COLUMNS:
             bag, key = column.split(".", 1)
             bags.setdefault(bag, {})[key] = value
-        elif column in _TOP_LEVEL and not (kind == "profiles" and column in ("name", "category", "event")):
+        elif column in _TOP_LEVEL and not (kind == "profiles" and column in _EVENT_ONLY):
             message[_TOP_LEVEL[column]] = value
         else:
             bags.setdefault(bag_name, {})[column] = value

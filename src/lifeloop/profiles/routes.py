@@ -22,10 +22,10 @@ def list_profiles(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     after: Annotated[int | None, Query(description="Return profiles with a larger id than this.")] = None,
 ) -> ProfilePage:
-    rows = service.list_profiles(conn, grant.workspace_id, limit=limit, after_id=after)
+    rows = service.list_profiles(conn, grant.workspace_id, limit=limit + 1, after_id=after)
+    page = rows[:limit]
     return ProfilePage(
-        items=[ProfileSummaryOut(**r) for r in rows],
-        next_after=rows[-1]["id"] if len(rows) == limit else None,
+        items=[ProfileSummaryOut(**r) for r in page], next_after=page[-1]["id"] if len(rows) > limit else None
     )
 
 

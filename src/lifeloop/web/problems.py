@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lifeloop.errors import LifeloopError
+from lifeloop.store.engine import RetryTransaction
 from lifeloop.web.responses import JSONBody
+
+logger = logging.getLogger("lifeloop.web")
 
 
 def problem(
@@ -18,14 +23,28 @@ def problem(
         body["field"] = field
     if errors:
         body["errors"] = errors
-    headers = {"WWW-Authenticate": 'Basic realm="lifeloop"'} if status == 401 else None
-    return JSONBody(body, status_code=status, headers=headers)
+    return JSONBody(body, status_code=status)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(LifeloopError)
-    async def _domain(_request: Request, error: LifeloopError) -> JSONBody:
-        return problem(error.status, error.code, error.message, error.field, error.errors)
+    async def _domain(request: Request, error: LifeloopError) -> JSONBody:
+        response = problem(error.status, error.code, error.message, error.field, error.errors)
+        if error.status == 401:  # ingest takes a write key (Basic), the REST API a token (Bearer)
+            scheme = "Basic" if request.url.path.startswith("/v1/") else "Bearer"
+            response.headers["WWW-Authenticate"] = f'{scheme} realm="lifeloop"'
+        return response
+
+    @app.exception_handler(RetryTransaction)
+    async def _contended(_request: Request, _error: RetryTransaction) -> JSONBody:
+        response = problem(503, "contended", "too many concurrent writers changed the same profiles; retry")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, error: Exception) -> JSONBody:
+        logger.exception("unhandled error", exc_info=error)
+        return problem(500, "internal_error", "an unexpected error occurred; nothing was stored")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, error: RequestValidationError) -> JSONBody:
