@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from lifeloop.errors import BatchInvalid, InvalidInput, PayloadTooLarge
+from lifeloop.profiles.models import IDENTITY_KINDS
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -56,14 +57,8 @@ EXTERNAL_ID_KINDS = {
     "wechat_unionid": "wechat_unionid",
     "unionid": "wechat_unionid",
 }
-_TRAIT_ID_KINDS = (
-    "email",
-    "phone",
-    "line_user_id",
-    "wecom_external_userid",
-    "wechat_openid",
-    "wechat_unionid",
-)
+# Identify traits named like a channel identity kind link that identity (every kind but the two ids).
+_TRAIT_ID_KINDS = tuple(kind for kind in IDENTITY_KINDS if kind not in ("user_id", "anonymous_id"))
 
 
 @dataclass(slots=True)
