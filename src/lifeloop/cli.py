@@ -50,17 +50,18 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _engine():
+def _engine(*, migrated: bool = True):
+    """The configured store, checked to be at the newest schema unless ``migrated`` is False."""
+    from sqlalchemy.pool import NullPool
+
     from lifeloop.store.engine import create_store_engine
-
-    return create_store_engine(get_settings())
-
-
-def _require_migrated(engine) -> None:
     from lifeloop.store.migrate import current_revision, head_revision
 
-    if current_revision(engine) != head_revision():
+    # A command opens few connections; without a pool none is left open when it ends.
+    engine = create_store_engine(get_settings(), poolclass=NullPool)
+    if migrated and current_revision(engine) != head_revision():
         fail("the database is not migrated to the newest schema; run `lifeloop migrate` first")
+    return engine
 
 
 @app.command()
@@ -69,7 +70,7 @@ def migrate() -> None:
     """Create or upgrade the database schema (SQLite or PostgreSQL, from LIFELOOP_DATABASE_URL)."""
     from lifeloop.store.migrate import current_revision, upgrade
 
-    engine = _engine()
+    engine = _engine(migrated=False)
     before = current_revision(engine)
     upgrade(engine)
     after = current_revision(engine)
@@ -90,7 +91,6 @@ def workspace_create(
     from lifeloop.workspaces.service import create_workspace
 
     engine = _engine()
-    _require_migrated(engine)
     with engine.begin() as conn:
         ws = create_workspace(conn, slug=slug, name=name, timezone=timezone)
     console.print(f"workspace [bold]{ws.slug}[/] created (id {ws.id}, time zone {ws.timezone})")
@@ -103,7 +103,6 @@ def workspace_list() -> None:
     from lifeloop.workspaces.service import list_workspaces
 
     engine = _engine()
-    _require_migrated(engine)
     with engine.connect() as conn:
         rows = list_workspaces(conn)
     table = Table("id", "slug", "name", "time zone", "created")
@@ -122,7 +121,6 @@ def source_create(
     from lifeloop.workspaces.service import create_source, get_workspace
 
     engine = _engine()
-    _require_migrated(engine)
     with engine.begin() as conn:
         ws = get_workspace(conn, workspace)
         source, key = create_source(conn, ws.id, name=name)
@@ -142,7 +140,6 @@ def source_list(
     from lifeloop.workspaces.service import get_workspace, list_sources
 
     engine = _engine()
-    _require_migrated(engine)
     with engine.connect() as conn:
         ws = get_workspace(conn, workspace)
         rows = list_sources(conn, ws.id)
@@ -169,7 +166,6 @@ def token_create(
     from lifeloop.workspaces.service import create_api_token, get_workspace
 
     engine = _engine()
-    _require_migrated(engine)
     with engine.begin() as conn:
         ws = get_workspace(conn, workspace)
         _token, secret = create_api_token(conn, ws.id, name=name, role=role)
@@ -202,7 +198,6 @@ def import_command(
     if path.suffix.lower() not in (".csv", ".parquet"):
         fail(f"{path.name}: use a .csv or .parquet file")
     engine = _engine()
-    _require_migrated(engine)
     with engine.begin() as conn:
         ws = get_workspace(conn, workspace)
         source_id = conn.execute(
@@ -250,7 +245,7 @@ def serve(
     import uvicorn
 
     settings = get_settings()
-    _require_migrated(_engine())
+    _engine()  # refuse to serve an unmigrated store
     uvicorn.run(
         "lifeloop.web.app:create_app",
         factory=True,

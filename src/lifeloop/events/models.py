@@ -34,5 +34,3 @@ events = Table(
     UniqueConstraint("workspace_id", "message_id"),
     Index(None, "workspace_id", "profile_id", "timestamp"),
 )
-
-EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")

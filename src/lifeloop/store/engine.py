@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -114,8 +113,3 @@ def connect(engine: Engine) -> Iterator[Connection]:
     """A connection for reading: on SQLite it does not take the write lock."""
     with engine.connect().execution_options(read_only=True) as conn:
         yield conn
-
-
-def sqlite_file(engine: Engine) -> Path | None:
-    database = engine.url.database
-    return Path(database) if engine.dialect.name == "sqlite" and database and database != ":memory:" else None

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import Connection, Engine
 
-from lifeloop.config import Settings
 from lifeloop.errors import Forbidden
 from lifeloop.store.engine import connect
 from lifeloop.workspaces.models import TokenGrant
@@ -17,10 +16,6 @@ from lifeloop.workspaces.service import verify_api_token
 
 def _engine(request: Request) -> Engine:
     return request.app.state.engine
-
-
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 def _connection(request: Request) -> Iterator[Connection]:
@@ -36,7 +31,6 @@ def _grant(request: Request, conn: Annotated[Connection, Depends(_connection)]) 
 
 
 EngineDep = Annotated[Engine, Depends(_engine)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
 Conn = Annotated[Connection, Depends(_connection)]
 CurrentGrant = Annotated[TokenGrant, Depends(_grant)]
 

@@ -32,6 +32,12 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _mint(prefix: str, nbytes: int) -> tuple[str, dict[str, str]]:
+    """A new secret, and what is stored of it: its digest and a recognisable prefix."""
+    secret = prefix + secrets.token_urlsafe(nbytes)
+    return secret, {"hash": _digest(secret), "prefix": secret[:10]}
+
+
 def create_workspace(
     conn: Connection, *, slug: str, name: str | None = None, timezone: str = "UTC"
 ) -> Workspace:
@@ -78,14 +84,14 @@ def create_source(conn: Connection, workspace_id: int, *, name: str) -> tuple[So
     ).first()
     if exists:
         raise Conflict(f"source {name!r} already exists in this workspace", field="name")
-    key = "wk_" + secrets.token_urlsafe(24)
+    key, stored = _mint("wk_", 24)
     row = conn.execute(
         insert(sources)
         .values(
             workspace_id=workspace_id,
             name=name,
-            write_key_hash=_digest(key),
-            write_key_prefix=key[:10],
+            write_key_hash=stored["hash"],
+            write_key_prefix=stored["prefix"],
             created_at=utcnow(),
         )
         .returning(*[c for c in sources.c if c.name != "write_key_hash"])
@@ -162,15 +168,15 @@ def create_api_token(
     """Create an API token for the REST API; returns it with the secret, shown once."""
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
-    secret = "llt_" + secrets.token_urlsafe(30)
+    secret, stored = _mint("llt_", 30)
     row = conn.execute(
         insert(api_tokens)
         .values(
             workspace_id=workspace_id,
             name=name,
             role=role,
-            token_hash=_digest(secret),
-            token_prefix=secret[:10],
+            token_hash=stored["hash"],
+            token_prefix=stored["prefix"],
             created_at=utcnow(),
         )
         .returning(*[c for c in api_tokens.c if c.name != "token_hash"])
