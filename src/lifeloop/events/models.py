@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Index, String, Table, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, Index, String, Table, UniqueConstraint, text
 
 from lifeloop.store.schema import Id, Json, UTCDateTime, metadata
 
@@ -17,7 +17,8 @@ events = Table(
     Column("type", String(16), nullable=False),
     Column("event", String(255)),  # track: the event name
     Column("name", String(255)),  # page / screen: the page name
-    Column("profile_id", Id, nullable=False),
+    # NULL until the resolver has placed the event on a profile (see profiles/resolver.py).
+    Column("profile_id", Id),
     Column("user_id", String(255)),
     Column("anonymous_id", String(255)),
     Column("group_id", String(255)),
@@ -33,4 +34,11 @@ events = Table(
     Column("extra", Json),  # any other top-level field the client sent
     UniqueConstraint("workspace_id", "message_id"),
     Index(None, "workspace_id", "profile_id", "timestamp"),
+    Index(
+        "ix_events_unresolved",
+        "workspace_id",
+        "id",
+        sqlite_where=text("profile_id IS NULL"),
+        postgresql_where=text("profile_id IS NULL"),
+    ),
 )

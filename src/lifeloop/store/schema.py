@@ -51,10 +51,23 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Every module that declares tables; migrations and the schema test see exactly these.
+DOMAIN_MODELS = (
+    "lifeloop.workspaces.models",
+    "lifeloop.events.models",
+    "lifeloop.profiles.models",
+    "lifeloop.profiles.computed",
+    "lifeloop.audience.models",
+    "lifeloop.lifecycle.models",
+    "lifeloop.messaging.models",
+)
+
+
 def load_all_tables() -> MetaData:
     """Import every domain's models so ``metadata`` knows all tables (for migrations and tests)."""
-    from lifeloop.events import models as _events  # noqa: F401
-    from lifeloop.profiles import models as _profiles  # noqa: F401
-    from lifeloop.workspaces import models as _workspaces  # noqa: F401
+    import importlib
+
+    for module in DOMAIN_MODELS:
+        importlib.import_module(module)
 
     return metadata

@@ -1,0 +1,1 @@
+"""Tables of tags and segments (memberships read by conditions)."""

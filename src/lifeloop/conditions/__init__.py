@@ -1,0 +1,1 @@
+"""The condition language: parser, real-time evaluator and SQL compiler."""

@@ -1,0 +1,1 @@
+"""Lifecycle models, stage assignment and sweeps."""

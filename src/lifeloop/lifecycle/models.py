@@ -1,0 +1,1 @@
+"""Tables of lifecycle models, current stages and stage history."""

@@ -1,0 +1,1 @@
+"""Outbound messaging: templates, contact policy, outbox and channel adapters."""

@@ -1,0 +1,1 @@
+"""Tables of outbound messaging: templates, channel configurations, outbox, deliveries, consent."""

@@ -1,0 +1,1 @@
+"""Computed properties: per-user aggregates maintained incrementally as events are resolved."""
