@@ -59,6 +59,8 @@ DOMAIN_MODELS = (
     "lifeloop.profiles.computed",
     "lifeloop.audience.models",
     "lifeloop.lifecycle.models",
+    "lifeloop.messaging.channels.models",
+    "lifeloop.messaging.templates.models",
     "lifeloop.messaging.models",
 )
 

@@ -1,4 +1,4 @@
-"""Messaging: templates, channels, outbox, contact policy.
+"""Channels and templates: channel configurations (encrypted credentials), message templates.
 
 Revision ID: 0003
 Revises: 0002

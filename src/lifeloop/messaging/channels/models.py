@@ -1,0 +1,1 @@
+"""Table of per-workspace channel configurations (credentials encrypted at rest)."""

@@ -1,0 +1,1 @@
+"""Inbound channel webhooks (LINE, WeCom, e-mail tracking) turned into events."""

@@ -1,0 +1,1 @@
+"""Message templates in Liquid: per-locale variants, preview, safe rendering."""

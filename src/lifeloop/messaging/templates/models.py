@@ -1,0 +1,1 @@
+"""Table of message templates and their locale variants."""
