@@ -85,12 +85,12 @@ def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
     if backend == "sqlite":
         path = tmp_path / "lifeloop.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        yield Settings(database_url=f"sqlite:///{path}", strict_scoping=True)
+        yield Settings(database_url=f"sqlite:///{path}", strict_scoping=True, resolve_in_server=False)
         return
     template = request.getfixturevalue("pg_template")
     name = f"lifeloop_t_{uuid.uuid4().hex[:12]}"
     pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    yield Settings(database_url=_pg_url(name), strict_scoping=True)
+    yield Settings(database_url=_pg_url(name), strict_scoping=True, resolve_in_server=False)
     pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

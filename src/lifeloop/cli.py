@@ -188,6 +188,7 @@ def import_command(
     from sqlalchemy import select
 
     from lifeloop.events.importer import count_rows, import_file
+    from lifeloop.profiles.resolver import count_pending, resolve_pending
     from lifeloop.workspaces.models import SourceKey, sources
     from lifeloop.workspaces.service import create_source, get_workspace
 
@@ -216,6 +217,9 @@ def import_command(
             kind,  # type: ignore[arg-type]
             on_progress=lambda n: progress.advance(task, n),
         )
+        waiting = count_pending(engine, ws.id)
+        resolving = progress.add_task("resolving identities", total=waiting)
+        resolve_pending(engine, ws.id, on_progress=lambda n: progress.advance(resolving, n))
     console.print(
         f"{report.rows} rows: [green]{report.accepted} stored[/], {report.duplicates} already stored, "
         f"[red]{len(report.rejected)} rejected[/]"
@@ -230,6 +234,32 @@ def import_command(
         console.print(f"rejected rows written to {rejects}")
     if report.rows and len(report.rejected) == report.rows:
         fail("every row was rejected; nothing was imported")
+
+
+@app.command()
+@explains_errors
+def worker(
+    idle_seconds: Annotated[float, typer.Option(help="Pause between polls when there is no work.")] = 0.2,
+    once: Annotated[bool, typer.Option("--once", help="Do the waiting work once, then exit.")] = False,
+) -> None:
+    """Run background work: place ingested events on profiles (several workers may run at once)."""
+    import signal
+    import threading
+
+    from lifeloop.profiles.resolver import resolve_pending
+
+    engine = _engine()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    err.print("worker started; Ctrl+C stops it after the current batch")
+    while not stop.is_set():
+        placed = resolve_pending(engine)
+        if once:
+            console.print(f"{placed} events placed on profiles")
+            return
+        if not placed:
+            stop.wait(idle_seconds)
 
 
 @app.command()

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         description="Refuse any statement on a workspace-scoped table that does not filter by workspace.",
     )
     log_level: str = "info"
+    resolve_in_server: bool = Field(
+        default=True,
+        description=(
+            "Resolve identities of ingested events in a thread of the API process. Turn off when "
+            "`lifeloop worker` processes do it."
+        ),
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from segment.analytics.client import Client
 
 from lifeloop.events.models import events
+from lifeloop.profiles.resolver import resolve_pending
 from tests.conftest import Brand, LiveServer
 
 
@@ -42,6 +43,7 @@ def test_official_segment_client_every_call_type(
     client.flush()
     client.join()
     assert failures == []
+    resolve_pending(engine)
 
     with engine.connect() as conn:
         rows = {

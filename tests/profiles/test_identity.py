@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from lifeloop.profiles.models import profiles
+from lifeloop.profiles.resolver import resolve_pending
 from tests.conftest import Brand
 from tests.profiles.helpers import assert_consistent, event_profiles, merges, owner
 
@@ -19,6 +20,8 @@ def send(client: TestClient, brand: Brand, *messages: dict, one_batch: bool = Tr
         for message in messages:
             response = client.post("/v1/batch", json={"batch": [message]}, auth=brand.auth)
             assert response.status_code == 200, response.text
+            resolve_pending(client.app.state.engine)
+    resolve_pending(client.app.state.engine)
 
 
 def track(mid: str, *, user: str | None = None, anon: str | None = None, **extra: object) -> dict:

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lifeloop.profiles.resolver import resolve_pending
 from tests.conftest import make_brand
 from tests.profiles.helpers import assert_consistent, partition
 
@@ -56,8 +57,10 @@ def test_batching_does_not_change_who_is_who(
 ) -> None:
     batched, stepwise = make_brand(engine, f"b{next(_slugs)}"), make_brand(engine, f"s{next(_slugs)}")
     assert client.post("/v1/batch", json={"batch": history}, auth=batched.auth).status_code == 200
+    resolve_pending(engine, batched.workspace_id)  # the whole history in one resolver batch
     for message in history:
         assert client.post("/v1/batch", json={"batch": [message]}, auth=stepwise.auth).status_code == 200
+        resolve_pending(engine, stepwise.workspace_id)  # one event at a time
     assert partition(engine, batched.workspace_id) == partition(engine, stepwise.workspace_id)
     assert_consistent(engine, batched.workspace_id)
     assert_consistent(engine, stepwise.workspace_id)
@@ -66,7 +69,7 @@ def test_batching_does_not_change_who_is_who(
 def test_concurrent_writers_merging_the_same_people_lose_nothing(
     client: TestClient, engine: sa.Engine, backend: str
 ) -> None:
-    """Several threads ingest overlapping anonymous/identified histories at once."""
+    """Several threads ingest overlapping anonymous/identified histories and resolve them at once."""
     brand = make_brand(engine, "race")
     errors: list[str] = []
 
@@ -95,6 +98,7 @@ def test_concurrent_writers_merging_the_same_people_lose_nothing(
             response = client.post("/v1/batch", json={"batch": batch}, auth=brand.auth)
             if response.status_code != 200:
                 errors.append(response.text)
+            resolve_pending(engine, brand.workspace_id, batch_size=7)  # resolvers racing each other
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
     for thread in threads:
@@ -102,6 +106,7 @@ def test_concurrent_writers_merging_the_same_people_lose_nothing(
     for thread in threads:
         thread.join()
     assert errors == []
+    resolve_pending(engine)
     groups = partition(engine, brand.workspace_id)
     assert sum(len(g) for g in groups) == 4 * 8 * 10  # every accepted event stored once
     assert len(groups) == 5  # one profile per person

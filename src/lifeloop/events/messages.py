@@ -252,6 +252,31 @@ def parse_message(
     return msg
 
 
+def message_from_row(row: Any) -> Message:
+    """A stored event as the ``Message`` it was ingested as (it was validated then)."""
+    msg = Message(
+        type=row.type,
+        message_id=row.message_id,
+        timestamp=row.timestamp,
+        received_at=row.received_at,
+        user_id=row.user_id,
+        anonymous_id=row.anonymous_id,
+        event=row.event,
+        name=row.name,
+        group_id=row.group_id,
+        previous_id=row.previous_id,
+        original_timestamp=row.original_timestamp,
+        sent_at=row.sent_at,
+        properties=row.properties,
+        traits=row.traits,
+        context=row.context,
+        integrations=row.integrations,
+        extra=row.extra,
+    )
+    msg.external_ids = _external_ids(msg, "")
+    return msg
+
+
 def check_event_size(raw: Any, field_name: str) -> None:
     size = len(orjson.dumps(raw))
     if size > MAX_EVENT_BYTES:

@@ -24,7 +24,7 @@ from lifeloop.events.service import ingest
 from lifeloop.store.engine import connect
 from lifeloop.store.schema import utcnow
 from lifeloop.web.responses import JSONBody
-from lifeloop.workspaces.service import verify_write_key
+from lifeloop.workspaces.service import cached_write_key, verify_write_key
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
@@ -90,10 +90,15 @@ async def _accept(request: Request, payload: Any, parse: Any) -> JSONBody:
     state = request.app.state
 
     def work() -> dict[str, Any]:
-        with connect(state.engine) as conn:
-            key = verify_write_key(conn, write_key if isinstance(write_key, str) else None, state.write_keys)
+        given = write_key if isinstance(write_key, str) else None
+        key = cached_write_key(given, state.write_keys)
+        if key is None:
+            with connect(state.engine) as conn:
+                key = verify_write_key(conn, given, state.write_keys)
         messages = parse(utcnow())
         result = ingest(state.engine, key, messages)
+        if state.resolver is not None and result.accepted:
+            state.resolver.notify()
         return {"success": True, "accepted": result.accepted, "duplicates": result.duplicates}
 
     return JSONBody(await run_in_threadpool(work))

@@ -1,4 +1,7 @@
-"""Ingest: de-duplicate by messageId, resolve identities, store, all in one transaction per request."""
+"""Ingest: de-duplicate by messageId and append to the event log in one transaction per request.
+
+Identity resolution happens after the commit (``profiles.resolver``), so a 200 costs one insert.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,7 @@ from sqlalchemy import Connection, Engine
 
 from lifeloop.events import store as event_store
 from lifeloop.events.messages import Message
-from lifeloop.profiles.identity import resolve_and_store
 from lifeloop.store.engine import transaction
-from lifeloop.store.schema import utcnow
 from lifeloop.workspaces.models import SourceKey
 
 
@@ -23,21 +24,15 @@ class IngestResult:
 
 
 def ingest_messages(conn: Connection, key: SourceKey, messages: Sequence[Message]) -> IngestResult:
-    """Store ``messages`` for the key's workspace; call inside a transaction."""
-    unique: list[Message] = []
-    ids: set[str] = set()
+    """Append ``messages`` for the key's workspace; call inside a transaction."""
+    first: dict[str, Message] = {}
     for msg in messages:  # the first of a repeated messageId wins
-        if msg.message_id not in ids:
-            ids.add(msg.message_id)
-            unique.append(msg)
-    seen = event_store.existing_message_ids(conn, key.workspace_id, [m.message_id for m in unique])
-    fresh = [m for m in unique if m.message_id not in seen]
-    stored = resolve_and_store(conn, key.workspace_id, key.source_id, fresh, utcnow()) if fresh else []
+        first.setdefault(msg.message_id, msg)
+    unique = list(first.values())
+    stored = event_store.append_events(conn, key.workspace_id, key.source_id, unique)
     return IngestResult(accepted=len(stored), duplicates=len(messages) - len(stored), event_ids=stored)
 
 
 def ingest(engine: Engine, key: SourceKey, messages: Sequence[Message]) -> IngestResult:
-    """Store ``messages`` durably: when this returns, they are committed."""
-    return transaction(
-        engine, lambda conn: ingest_messages(conn, key, messages), serialize_retries_on=key.workspace_id
-    )
+    """Store ``messages`` durably: when this returns, they are committed (not yet resolved)."""
+    return transaction(engine, lambda conn: ingest_messages(conn, key, messages))

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
+import orjson
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lifeloop.events import store as event_store
@@ -162,17 +163,21 @@ def _message_keys(msg: Message) -> list[Key]:
 
 
 def load_graph(conn: Connection, workspace_id: int, messages: Sequence[Message]) -> IdentityGraph:
-    keys = list(dict.fromkeys(k for m in messages for k in _message_keys(m)))
+    by_kind: dict[str, list[str]] = {}
+    for kind, value in dict.fromkeys(k for m in messages for k in _message_keys(m)):
+        by_kind.setdefault(kind, []).append(value)
     owner: dict[Key, int] = {}
-    for start in range(0, len(keys), 400):
-        chunk = keys[start : start + 400]
-        rows = conn.execute(
-            select(identities.c.kind, identities.c.value, identities.c.profile_id).where(
-                identities.c.workspace_id == workspace_id,
-                tuple_(identities.c.kind, identities.c.value).in_(chunk),
+    # One IN list per kind: both databases then walk the (workspace, kind, value) key directly.
+    for kind, values in by_kind.items():
+        for start in range(0, len(values), 900):
+            rows = conn.execute(
+                select(identities.c.value, identities.c.profile_id).where(
+                    identities.c.workspace_id == workspace_id,
+                    identities.c.kind == kind,
+                    identities.c.value.in_(values[start : start + 900]),
+                )
             )
-        )
-        owner.update({(r.kind, r.value): r.profile_id for r in rows})
+            owner.update({(kind, r.value): r.profile_id for r in rows})
     user_ids: dict[int, str | None] = {}
     profile_ids = sorted(set(owner.values()))
     if profile_ids:
@@ -246,12 +251,13 @@ def _absorb(winner: _ProfileState, loser: _ProfileState) -> None:
     winner.changed = True
 
 
-def resolve_and_store(
-    conn: Connection, workspace_id: int, source_id: int | None, messages: Sequence[Message], now: datetime
-) -> list[int]:
-    """Resolve identities for ``messages``, write profiles, identities, merges and the events.
+def resolve_and_place(
+    conn: Connection, workspace_id: int, messages: Sequence[Message], event_ids: Sequence[int], now: datetime
+) -> list[tuple[int, int]]:
+    """Resolve identities for stored events, write profiles, identities and merges, place the events.
 
-    Returns the ids of the events stored. Must run inside a transaction (see ``store.transaction``).
+    ``messages`` are the events ``event_ids`` in arrival order. Returns (event id, profile id) pairs.
+    Must run inside a transaction (see ``store.transaction``).
     """
     graph = load_graph(conn, workspace_id, messages)
     assigned = [graph.assign(m) for m in messages]
@@ -315,24 +321,57 @@ def resolve_and_store(
     for merge in graph.merges:
         _store_merge(conn, workspace_id, winner=real_id(merge.winner), merge=merge, now=now)
 
-    updates = [
-        {"b_id": pid, **{f"b_{c}": getattr(state, c) for c in _PROFILE_STATE_COLUMNS}}
-        for pid, state in states.items()
-        if pid > 0 and state.changed and graph.find(pid) == pid
-    ]
-    if updates:
-        conn.execute(
-            update(profiles)
-            .where(profiles.c.workspace_id == workspace_id, profiles.c.id == bindparam("b_id"))
-            .values({**{c: bindparam(f"b_{c}") for c in _PROFILE_STATE_COLUMNS}, "updated_at": now}),
-            updates,
-        )
+    changed = {
+        pid: state for pid, state in states.items() if pid > 0 and state.changed and graph.find(pid) == pid
+    }
+    _update_profiles(conn, workspace_id, changed, now)
 
-    event_rows = [
-        event_store.event_row(workspace_id, source_id, msg, real_id(pid))
-        for msg, pid in zip(messages, final, strict=True)
-    ]
-    return event_store.insert_events(conn, event_rows)
+    placements = [(event_id, real_id(pid)) for event_id, pid in zip(event_ids, final, strict=True)]
+    event_store.place_events(conn, workspace_id, placements)
+    return placements
+
+
+_PG_UPDATE_PROFILES = (
+    "UPDATE profiles SET user_id = u.user_id, traits = u.traits, first_seen = u.first_seen, "
+    "last_seen = u.last_seen, timezone = u.timezone, locale = u.locale, updated_at = %s "
+    "FROM unnest(%s::bigint[], %s::text[], %s::jsonb[], %s::timestamptz[], %s::timestamptz[], "
+    "%s::text[], %s::text[]) AS u(id, user_id, traits, first_seen, last_seen, timezone, locale) "
+    "WHERE profiles.workspace_id = %s AND profiles.id = u.id"
+)
+
+
+def _update_profiles(
+    conn: Connection, workspace_id: int, changed: dict[int, _ProfileState], now: datetime
+) -> None:
+    if not changed:
+        return
+    if conn.dialect.name == "postgresql":
+        # One statement: an executemany of per-row UPDATEs cost more than the rest of the batch.
+        states = list(changed.values())
+        conn.exec_driver_sql(
+            _PG_UPDATE_PROFILES,
+            (
+                now,
+                list(changed),
+                [s.user_id for s in states],
+                [orjson.dumps(s.traits).decode() for s in states],
+                [s.first_seen for s in states],
+                [s.last_seen for s in states],
+                [s.timezone for s in states],
+                [s.locale for s in states],
+                workspace_id,
+            ),
+        )
+        return
+    conn.execute(
+        update(profiles)
+        .where(profiles.c.workspace_id == workspace_id, profiles.c.id == bindparam("b_id"))
+        .values({**{c: bindparam(f"b_{c}") for c in _PROFILE_STATE_COLUMNS}, "updated_at": now}),
+        [
+            {"b_id": pid, **{f"b_{c}": getattr(state, c) for c in _PROFILE_STATE_COLUMNS}}
+            for pid, state in changed.items()
+        ],
+    )
 
 
 def _profile_row(workspace_id: int, state: _ProfileState, now: datetime) -> dict[str, Any]:

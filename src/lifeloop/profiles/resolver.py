@@ -1,10 +1,109 @@
-"""Places ingested events on profiles (identity resolution), after ingest has committed them."""
+"""Places ingested events on profiles (identity resolution), after ingest has committed them.
+
+Ingest only appends validated events (``profile_id`` NULL) so that a 200 costs one insert. The
+resolver then takes each workspace's waiting events in arrival order, resolves who they belong to,
+writes profiles, identities and merges, and sets ``profile_id``, all in one transaction per batch.
+
+One resolver runs per workspace at a time (an advisory lock on PostgreSQL, the single writer on
+SQLite), so batches never race each other over the same people; several processes may run it.
+A crash loses nothing: an event that was not placed is still waiting and is taken by the next run.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, text
+
+from lifeloop.events import store as event_store
+from lifeloop.events.messages import message_from_row
+from lifeloop.profiles.identity import resolve_and_place
+from lifeloop.store.engine import connect, transaction
+from lifeloop.store.schema import utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 1000
+_LOCK_NAMESPACE = 0x1E50  # first key of pg_advisory_xact_lock(int, int); the second is the workspace
 
 
-def resolve_pending(engine: Engine, workspace_id: int | None = None, *, batch_size: int = 1000) -> int:
+def resolve_batch(conn: Connection, workspace_id: int, *, batch_size: int = DEFAULT_BATCH) -> int:
+    """Resolve up to ``batch_size`` waiting events of one workspace; returns how many were placed."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:namespace, :workspace)"),
+            {"namespace": _LOCK_NAMESPACE, "workspace": workspace_id},
+        )
+    rows = event_store.unresolved_events(conn, workspace_id, limit=batch_size)
+    if not rows:
+        return 0
+    messages = [message_from_row(row) for row in rows]
+    resolve_and_place(conn, workspace_id, messages, [row.id for row in rows], utcnow())
+    return len(rows)
+
+
+def resolve_pending(
+    engine: Engine,
+    workspace_id: int | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
     """Resolve every event still waiting for a profile; returns how many were placed."""
-    return 0
+    if workspace_id is None:
+        with connect(engine) as conn:
+            workspace_ids = event_store.workspaces_with_unresolved_events(conn)
+    else:
+        workspace_ids = [workspace_id]
+    total = 0
+    for ws in workspace_ids:
+        while True:
+            placed = transaction(engine, lambda conn, ws=ws: resolve_batch(conn, ws, batch_size=batch_size))
+            total += placed
+            if on_progress is not None and placed:
+                on_progress(placed)
+            if placed < batch_size:
+                break
+    return total
+
+
+def count_pending(engine: Engine, workspace_id: int) -> int:
+    with connect(engine) as conn:
+        return event_store.count_unresolved(conn, workspace_id)
+
+
+class BackgroundResolver:
+    """A thread that resolves new events soon after they are committed (woken by ``notify``)."""
+
+    def __init__(self, engine: Engine, *, idle_seconds: float = 1.0, batch_size: int = DEFAULT_BATCH):
+        self._engine = engine
+        self._idle_seconds = idle_seconds
+        self._batch_size = batch_size
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lifeloop-resolver", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._idle_seconds)
+            self._wake.clear()
+            try:
+                resolve_pending(self._engine, batch_size=self._batch_size)
+            except Exception:  # keep resolving later batches; the failed one stays waiting
+                log.exception("resolving events failed; will retry")
+                self._stop.wait(self._idle_seconds)

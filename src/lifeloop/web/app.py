@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from lifeloop import __version__
 from lifeloop.config import Settings, get_settings
 from lifeloop.events.routes import router as ingest_router
+from lifeloop.profiles.resolver import BackgroundResolver
 from lifeloop.profiles.routes import router as profiles_router
 from lifeloop.store.engine import create_store_engine
 from lifeloop.web.health import router as health_router
@@ -18,7 +22,22 @@ from lifeloop.workspaces.service import WriteKeyCache
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolver = BackgroundResolver(app.state.engine) if settings.resolve_in_server else None
+        app.state.resolver = resolver
+        if resolver is not None:
+            resolver.start()
+            resolver.notify()  # events left waiting by a previous run
+        try:
+            yield
+        finally:
+            if resolver is not None:
+                resolver.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="lifeloop",
         version=__version__,
         description=(
@@ -29,6 +48,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.engine = engine or create_store_engine(settings)
     app.state.write_keys = WriteKeyCache(settings.write_key_cache_seconds)
+    app.state.resolver = None
     install_problem_handlers(app)
     for router in (health_router, ingest_router, profiles_router, workspace_router):
         app.include_router(router)

@@ -137,6 +137,11 @@ class WriteKeyCache:
             self._entries[digest] = (time.monotonic() + self.ttl, key)
 
 
+def cached_write_key(write_key: str | None, cache: WriteKeyCache) -> SourceKey | None:
+    """The source of a recently verified write key, without touching the database."""
+    return cache.get(_digest(write_key)) if write_key else None
+
+
 def verify_write_key(
     conn: Connection, write_key: str | None, cache: WriteKeyCache | None = None
 ) -> SourceKey:
