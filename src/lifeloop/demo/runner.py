@@ -27,7 +27,8 @@ from lifeloop.config import get_settings
 from lifeloop.demo.simulator import BRAND, Simulation
 from lifeloop.errors import Conflict, InvalidInput, LifeloopError, NotFound
 from lifeloop.events.messages import MAX_BATCH_BYTES
-from lifeloop.store.engine import create_store_engine
+from lifeloop.profiles.resolver import count_pending
+from lifeloop.store.engine import connect, create_store_engine
 from lifeloop.store.migrate import upgrade
 from lifeloop.web.app import create_app
 from lifeloop.workspaces.service import (
@@ -111,7 +112,7 @@ def run_demo(
         server = _BackgroundServer(create_app(settings, engine), port)
         server.start()
         try:
-            summary = _load(simulation, server.url, credentials, console)
+            summary = _load(simulation, server.url, credentials, console, engine)
             _print_guide(summary, console, serving=serve)
             if serve:
                 server.serve_until_interrupted(console)
@@ -240,7 +241,9 @@ def _post(client: httpx.Client, body: bytes) -> tuple[int, int]:
     raise LifeloopError(f"could not deliver a batch to /v1/batch after {ATTEMPTS} attempts ({problem})")
 
 
-def _load(simulation: Simulation, base_url: str, credentials: _Credentials, console: Console) -> DemoSummary:
+def _load(
+    simulation: Simulation, base_url: str, credentials: _Credentials, console: Console, engine: Engine
+) -> DemoSummary:
     accepted = duplicates = 0
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -281,6 +284,7 @@ def _load(simulation: Simulation, base_url: str, credentials: _Credentials, cons
         while pending:
             settle(wait(pending).done)
         seconds = time.perf_counter() - started
+        _await_profiles(engine, credentials.workspace, progress)
     showcase = simulation.showcase()
     profile_id = (
         _lookup(base_url, credentials.api_token, showcase.email) if showcase and showcase.email else None
@@ -304,6 +308,18 @@ def _load(simulation: Simulation, base_url: str, credentials: _Credentials, cons
         showcase_user_id=showcase.user_id if showcase else None,
         showcase_profile_id=profile_id,
     )
+
+
+def _await_profiles(engine: Engine, slug: str, progress: Progress) -> None:
+    """Wait while the server's resolver places the events just sent on their customers' profiles."""
+    with connect(engine) as conn:
+        workspace_id = get_workspace(conn, slug).id
+    total = left = count_pending(engine, workspace_id)
+    task = progress.add_task("placing events on profiles", total=total, rate=0.0)
+    while left:
+        time.sleep(0.2)
+        left = count_pending(engine, workspace_id)
+        progress.update(task, completed=total - left)
 
 
 def _lookup(base_url: str, token: str, email: str) -> int | None:
