@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
 from lifeloop.config import get_settings
 from lifeloop.errors import LifeloopError
+from lifeloop.lifecycle.cli import lifecycle_app, recompute
+from lifeloop.messaging.cli import deliveries_app, messages_app
 
 app = typer.Typer(
     help="lifeloop: customer lifecycle platform for brands' own channels.", no_args_is_help=True
@@ -25,43 +25,10 @@ token_app = typer.Typer(help="API tokens for the REST API.", no_args_is_help=Tru
 app.add_typer(workspace_app, name="workspace")
 app.add_typer(source_app, name="source")
 app.add_typer(token_app, name="token")
-
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def explains_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a domain error into a one-sentence message and exit code 1 instead of a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except LifeloopError as error:
-            fail(error.message)
-
-    return wrapper
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
-
-
-def _engine(*, migrated: bool = True):
-    """The configured store, checked to be at the newest schema unless ``migrated`` is False."""
-    from sqlalchemy.pool import NullPool
-
-    from lifeloop.store.engine import create_store_engine
-    from lifeloop.store.migrate import current_revision, head_revision
-
-    # A command opens few connections; without a pool none is left open when it ends.
-    engine = create_store_engine(get_settings(), poolclass=NullPool)
-    if migrated and current_revision(engine) != head_revision():
-        fail("the database is not migrated to the newest schema; run `lifeloop migrate` first")
-    return engine
+app.add_typer(messages_app, name="messages")
+app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(lifecycle_app, name="lifecycle")
+app.command("recompute")(recompute)
 
 
 @app.command()
@@ -70,7 +37,7 @@ def migrate() -> None:
     """Create or upgrade the database schema (SQLite or PostgreSQL, from LIFELOOP_DATABASE_URL)."""
     from lifeloop.store.migrate import current_revision, upgrade
 
-    engine = _engine(migrated=False)
+    engine = open_engine(migrated=False)
     before = current_revision(engine)
     upgrade(engine)
     after = current_revision(engine)
@@ -90,7 +57,7 @@ def workspace_create(
     """Create a workspace."""
     from lifeloop.workspaces.service import create_workspace
 
-    engine = _engine()
+    engine = open_engine()
     with engine.begin() as conn:
         ws = create_workspace(conn, slug=slug, name=name, timezone=timezone)
     console.print(f"workspace [bold]{ws.slug}[/] created (id {ws.id}, time zone {ws.timezone})")
@@ -102,7 +69,7 @@ def workspace_list() -> None:
     """List workspaces."""
     from lifeloop.workspaces.service import list_workspaces
 
-    engine = _engine()
+    engine = open_engine()
     with engine.connect() as conn:
         rows = list_workspaces(conn)
     table = Table("id", "slug", "name", "time zone", "created")
@@ -120,7 +87,7 @@ def source_create(
     """Create an ingest source and print its write key (shown once)."""
     from lifeloop.workspaces.service import create_source, get_workspace
 
-    engine = _engine()
+    engine = open_engine()
     with engine.begin() as conn:
         ws = get_workspace(conn, workspace)
         source, key = create_source(conn, ws.id, name=name)
@@ -139,7 +106,7 @@ def source_list(
     """List a workspace's sources."""
     from lifeloop.workspaces.service import get_workspace, list_sources
 
-    engine = _engine()
+    engine = open_engine()
     with engine.connect() as conn:
         ws = get_workspace(conn, workspace)
         rows = list_sources(conn, ws.id)
@@ -165,7 +132,7 @@ def token_create(
     """Create an API token for /api/v1 and print it (shown once)."""
     from lifeloop.workspaces.service import create_api_token, get_workspace
 
-    engine = _engine()
+    engine = open_engine()
     with engine.begin() as conn:
         ws = get_workspace(conn, workspace)
         _token, secret = create_api_token(conn, ws.id, name=name, role=role)
@@ -198,7 +165,7 @@ def import_command(
         fail(f"{path} is not a file")
     if path.suffix.lower() not in (".csv", ".parquet"):
         fail(f"{path.name}: use a .csv or .parquet file")
-    engine = _engine()
+    engine = open_engine()
     with engine.begin() as conn:
         ws = get_workspace(conn, workspace)
         source_id = conn.execute(
@@ -241,22 +208,35 @@ def import_command(
 def worker(
     idle_seconds: Annotated[float, typer.Option(help="Pause between polls when there is no work.")] = 0.2,
     once: Annotated[bool, typer.Option("--once", help="Do the waiting work once, then exit.")] = False,
+    sweep_seconds: Annotated[
+        float, typer.Option(help="How often time-only stage changes are applied.")
+    ] = 60.0,
 ) -> None:
-    """Run background work: place ingested events on profiles (several workers may run at once)."""
+    """Run background work: place ingested events on profiles and move stages whose time has come.
+
+    Several workers may run at once; they take turns per workspace.
+    """
     import signal
     import threading
+    import time
 
+    from lifeloop.lifecycle.service import sweep, workspaces_with_models
     from lifeloop.profiles.resolver import resolve_pending
 
-    engine = _engine()
+    engine = open_engine()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     err.print("worker started; Ctrl+C stops it after the current batch")
+    next_sweep = 0.0
     while not stop.is_set():
         placed = resolve_pending(engine)
+        swept = 0
+        if once or time.monotonic() >= next_sweep:
+            swept = sum(sweep(engine, ws) for ws in workspaces_with_models(engine))
+            next_sweep = time.monotonic() + sweep_seconds
         if once:
-            console.print(f"{placed} events placed on profiles")
+            console.print(f"{placed} events placed on profiles, {swept} profiles re-evaluated by time")
             return
         if not placed:
             stop.wait(idle_seconds)
@@ -275,7 +255,7 @@ def serve(
     import uvicorn
 
     settings = get_settings()
-    _engine()  # refuse to serve an unmigrated store
+    open_engine()  # refuse to serve an unmigrated store
     uvicorn.run(
         "lifeloop.web.app:create_app",
         factory=True,

@@ -115,4 +115,4 @@ def test_worker_once_reports_what_it_did(settings: Settings, client: TestClient,
         [sys.executable, "-m", "lifeloop.cli", "worker", "--once"], env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    assert "10 events placed on profiles" in result.stdout
+    assert "10 events placed on profiles, 0 profiles re-evaluated by time" in result.stdout

@@ -1,1 +1,58 @@
 """Tables of tags and segments (memberships read by conditions)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from lifeloop.store.schema import Id, UTCDateTime, metadata
+
+TAG_KINDS = ("rule", "event", "manual")
+
+# One row per tag a profile holds now; a tag past ``expires_at`` no longer counts (has_tag is false).
+profile_tags = Table(
+    "profile_tags",
+    metadata,
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("profile_id", Id, nullable=False),
+    Column("tag", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("added_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    PrimaryKeyConstraint("workspace_id", "profile_id", "tag"),
+    CheckConstraint("kind IN ('rule', 'event', 'manual')", name="kind"),
+    Index(None, "workspace_id", "tag"),
+)
+
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(64), nullable=False),  # what in_segment("key") names
+    Column("name", String(200), nullable=False),
+    Column("condition", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("workspace_id", "key"),
+)
+
+segment_members = Table(
+    "segment_members",
+    metadata,
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("segment_id", Id, ForeignKey("segments.id", ondelete="CASCADE"), nullable=False),
+    Column("profile_id", Id, nullable=False),
+    Column("entered_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "segment_id", "profile_id"),
+    Index(None, "workspace_id", "profile_id"),
+)

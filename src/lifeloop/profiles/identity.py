@@ -27,6 +27,8 @@ from sqlalchemy.exc import IntegrityError
 
 from lifeloop.events import store as event_store
 from lifeloop.events.messages import Message
+from lifeloop.lifecycle import service as lifecycle
+from lifeloop.profiles import computed
 from lifeloop.profiles.models import identities, profile_merges, profiles
 from lifeloop.store.engine import RetryTransaction
 
@@ -400,6 +402,8 @@ def _store_merge(conn: Connection, workspace_id: int, *, winner: int, merge: _Me
         .values(merged_into=winner, updated_at=now)
     )
     moved = event_store.move_events(conn, workspace_id, from_profile=loser, to_profile=winner)
+    computed.merge_profiles(conn, workspace_id, loser=loser, winner=winner)
+    lifecycle.forget_profile(conn, workspace_id, loser)  # the winner is re-evaluated with its batch
     conn.execute(
         insert(profile_merges).values(
             workspace_id=workspace_id,

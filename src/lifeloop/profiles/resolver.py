@@ -4,8 +4,8 @@ Ingest only appends validated events (``profile_id`` NULL) so that a 200 costs o
 resolver then takes each workspace's waiting events in arrival order, resolves who they belong to,
 writes profiles, identities and merges, and sets ``profile_id``, all in one transaction per batch.
 
-One resolver runs per workspace at a time (an advisory lock on PostgreSQL, the single writer on
-SQLite), so batches never race each other over the same people; several processes may run it.
+One resolver runs per workspace at a time (``store.locks``: an advisory lock on PostgreSQL, the single
+writer on SQLite), so batches never race each other over the same people; several processes may run it.
 A crash loses nothing: an event that was not placed is still waiting and is taken by the next run.
 """
 
@@ -15,32 +15,38 @@ import logging
 import threading
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
 from lifeloop.events import store as event_store
 from lifeloop.events.messages import message_from_row
+from lifeloop.lifecycle import service as lifecycle
+from lifeloop.profiles import computed
 from lifeloop.profiles.identity import resolve_and_place
 from lifeloop.store.engine import connect, transaction
+from lifeloop.store.locks import RESOLUTION, lock_workspace
 from lifeloop.store.schema import utcnow
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000
-_LOCK_NAMESPACE = 0x1E50  # first key of pg_advisory_xact_lock(int, int); the second is the workspace
 
 
 def resolve_batch(conn: Connection, workspace_id: int, *, batch_size: int = DEFAULT_BATCH) -> int:
     """Resolve up to ``batch_size`` waiting events of one workspace; returns how many were placed."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(
-            text("SELECT pg_advisory_xact_lock(:namespace, :workspace)"),
-            {"namespace": _LOCK_NAMESPACE, "workspace": workspace_id},
-        )
+    lock_workspace(conn, RESOLUTION, workspace_id)
     rows = event_store.unresolved_events(conn, workspace_id, limit=batch_size)
     if not rows:
         return 0
+    now = utcnow()
     messages = [message_from_row(row) for row in rows]
-    resolve_and_place(conn, workspace_id, messages, [row.id for row in rows], utcnow())
+    placed = dict(resolve_and_place(conn, workspace_id, messages, [row.id for row in rows], now))
+    # What reacts to events runs here, in the same transaction: all or nothing with the placement.
+    computed.apply_resolved_events(
+        conn,
+        workspace_id,
+        [computed.ResolvedEvent(placed[r.id], r.type, r.event, r.timestamp, r.properties) for r in rows],
+    )
+    lifecycle.assign_stages(conn, workspace_id, sorted(set(placed.values())), now=now, reason="event")
     return len(rows)
 
 

@@ -11,6 +11,11 @@ from sqlalchemy import Engine
 from lifeloop import __version__
 from lifeloop.config import Settings, get_settings
 from lifeloop.events.routes import router as ingest_router
+from lifeloop.lifecycle.routes import router as lifecycle_router
+from lifeloop.messaging.channels.routes import router as channels_router
+from lifeloop.messaging.inbound.routes import router as inbound_router
+from lifeloop.messaging.routes import router as messaging_router
+from lifeloop.messaging.templates.routes import router as templates_router
 from lifeloop.profiles.resolver import BackgroundResolver
 from lifeloop.profiles.routes import router as profiles_router
 from lifeloop.store.engine import create_store_engine
@@ -50,6 +55,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.write_keys = WriteKeyCache(settings.write_key_cache_seconds)
     app.state.resolver = None
     install_problem_handlers(app)
-    for router in (health_router, ingest_router, profiles_router, workspace_router):
+    for router in (health_router, ingest_router, profiles_router, workspace_router, lifecycle_router):
         app.include_router(router)
+    app.include_router(inbound_router)
+    app.include_router(channels_router)
+    app.include_router(templates_router)
+    app.include_router(messaging_router)
     return app

@@ -1,0 +1,98 @@
+"""``lifeloop lifecycle …`` and ``lifeloop recompute``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
+
+lifecycle_app = typer.Typer(
+    help="Lifecycle models: presets, custom YAML, stage counts.", no_args_is_help=True
+)
+WorkspaceOption = Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]
+
+
+def _workspace_id(engine, workspace: str) -> int:  # type: ignore[no-untyped-def]
+    from lifeloop.store.engine import connect
+    from lifeloop.workspaces.service import get_workspace
+
+    with connect(engine) as conn:
+        return get_workspace(conn, workspace).id
+
+
+@lifecycle_app.command("presets")
+def presets() -> None:
+    """List the shipped presets and their stages."""
+    from lifeloop.lifecycle.definition import preset, preset_keys
+
+    table = Table("preset", "name", "stages (first match wins)")
+    for key in preset_keys():
+        model = preset(key)
+        table.add_row(
+            key, f"{model.names['zh-CN']}\n{model.names['en']}", " → ".join(s.key for s in model.stages)
+        )
+    console.print(table)
+
+
+@lifecycle_app.command("install")
+@explains_errors
+def install(
+    model: Annotated[str, typer.Argument(help="A preset (line, wecom, aarrr, mall) or a .yaml file.")],
+    workspace: WorkspaceOption,
+) -> None:
+    """Install a model version and make it the workspace's active model."""
+    from lifeloop.lifecycle import service
+
+    engine = open_engine()
+    workspace_id = _workspace_id(engine, workspace)
+    path = Path(model)
+    with engine.begin() as conn:
+        if path.suffix in (".yaml", ".yml"):
+            if not path.is_file():
+                fail(f"{path} is not a file")
+            row = service.install_model(conn, workspace_id, path.read_text(encoding="utf-8"))
+        else:
+            row = service.install_preset(conn, workspace_id, model)
+    console.print(f"installed {row['key']} version {row['version']} (active)")
+    err.print("run `lifeloop recompute` to place every existing profile now")
+
+
+@lifecycle_app.command("stages")
+@explains_errors
+def stages(workspace: WorkspaceOption) -> None:
+    """How many profiles are in each stage of the active model."""
+    from lifeloop.lifecycle import service
+    from lifeloop.store.engine import connect
+
+    engine = open_engine()
+    workspace_id = _workspace_id(engine, workspace)
+    with connect(engine) as conn:
+        model = service.require_active_model(conn, workspace_id)
+        counts = service.stage_distribution(conn, workspace_id)
+    table = Table("stage", "name", "profiles", title=f"{model.key} v{model.version}")
+    for stage in model.stages:
+        table.add_row(stage.key, stage.name("zh-CN"), f"{counts[stage.key]:,}")
+    console.print(table)
+
+
+@explains_errors
+def recompute(workspace: WorkspaceOption) -> None:
+    """Rebuild computed properties and stages from the event log, with a progress bar."""
+    from lifeloop.lifecycle import service
+
+    engine = open_engine()
+    workspace_id = _workspace_id(engine, workspace)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("recomputing stages", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, total=total, advance=done)
+
+        changes = service.recompute(engine, workspace_id, on_progress=advance)
+    console.print(f"{len(changes):,} stage changes recorded")

@@ -1,0 +1,155 @@
+"""WeCom (企业微信) customer contact: welcome messages and 1-on-1 messages through an advisor.
+
+- ``content.welcome_code`` (from the "add external contact" callback, valid 20 seconds) sends the
+  welcome message with ``externalcontact/send_welcome_msg``;
+- otherwise ``externalcontact/add_msg_template`` creates a 1-on-1 message task for the advisor
+  (``content.sender`` or the configured ``sender``), which WeCom delivers once the advisor confirms
+  it in the app, as WeCom requires.
+Access tokens come from ``gettoken`` and are cached for their lifetime, refreshed when rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import httpx
+
+from lifeloop.messaging.channels.base import OutboundMessage, SendResult, SendStatus
+from lifeloop.messaging.channels.http import AccessTokenCache, TokenExpired, json_or_empty, make_client
+
+API_BASE_URL = "https://qyapi.weixin.qq.com"
+TOKENS = AccessTokenCache()
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+# errcodes: https://developer.work.weixin.qq.com/document/path/90313
+_TOKEN_ERRORS = {40001, 40014, 42001}
+_RATE_LIMITS = {45009, 45033, 45035}
+_BUSY = {-1}
+_BLOCKED = {84061}  # not an external contact of this advisor
+# 41051: the welcome was already sent (by another app, or a retry): a welcome_code works once.
+
+
+def classify_errcode(errcode: int, errmsg: str) -> SendResult:
+    reason = f"WeCom errcode {errcode}: {errmsg}"
+    if errcode == 0:
+        return SendResult(SendStatus.DELIVERED)
+    if errcode in _RATE_LIMITS:
+        return SendResult(SendStatus.RATE_LIMITED, retry_after=60.0, reason=reason)
+    if errcode in _BUSY:
+        return SendResult(SendStatus.TRANSIENT, reason=reason)
+    if errcode in _BLOCKED:
+        return SendResult(SendStatus.BLOCKED, reason=reason)
+    return SendResult(SendStatus.PERMANENT, reason=reason)
+
+
+def wecom_payload(content: dict[str, Any]) -> dict[str, Any]:
+    """The text and attachments parts shared by both endpoints."""
+    payload: dict[str, Any] = {}
+    if content.get("text"):
+        payload["text"] = {"content": str(content["text"])}
+    if content.get("attachments"):
+        payload["attachments"] = list(content["attachments"])
+    if not payload:
+        raise ValueError("WeCom content needs 'text' and/or 'attachments'")
+    return payload
+
+
+class WeComAdapter:
+    channel = "wecom"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.corp_id = str(config.get("corp_id") or "")
+        self.secret = str(config.get("secret") or "")
+        if not self.corp_id or not self.secret:
+            raise ValueError("WeCom needs corp_id and secret (the customer contact app's secret)")
+        self.sender = config.get("sender")
+        self.client = make_client(config, API_BASE_URL)
+        self._cache_key = f"wecom:{self.client.base_url}:{self.corp_id}:{_digest(self.secret)}"
+
+    def _fetch_token(self) -> tuple[str, float]:
+        response = self.client.get(
+            "/cgi-bin/gettoken", params={"corpid": self.corp_id, "corpsecret": self.secret}
+        )
+        response.raise_for_status()
+        body = json_or_empty(response)
+        if body.get("errcode", 0) != 0 or not body.get("access_token"):
+            raise PermissionError(
+                f"WeCom gettoken failed: errcode {body.get('errcode')}: {body.get('errmsg')}"
+            )
+        return str(body["access_token"]), float(body.get("expires_in", 7200))
+
+    def _call(self, path: str, payload: dict[str, Any]) -> tuple[httpx.Response, dict[str, Any]]:
+        token = TOKENS.get(self._cache_key, self._fetch_token)
+        response = self.client.post(path, params={"access_token": token}, json=payload)
+        body = json_or_empty(response)
+        if body.get("errcode") in _TOKEN_ERRORS:
+            TOKENS.invalidate(self._cache_key, token)
+            raise TokenExpired(str(body.get("errmsg")))
+        return response, body
+
+    def call(self, path: str, payload: dict[str, Any]) -> tuple[httpx.Response, dict[str, Any]]:
+        """POST with a cached token, fetching a new one once if WeCom says it expired."""
+        try:
+            return self._call(path, payload)
+        except TokenExpired:
+            return self._call(path, payload)
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        content = message.content
+        try:
+            body = wecom_payload(content)
+        except ValueError as error:
+            return SendResult(SendStatus.PERMANENT, reason=str(error))
+        if content.get("welcome_code"):
+            path, payload = (
+                "/cgi-bin/externalcontact/send_welcome_msg",
+                {
+                    "welcome_code": content["welcome_code"],
+                    **body,
+                },
+            )
+        else:
+            sender = content.get("sender") or self.sender
+            if not sender:
+                return SendResult(
+                    SendStatus.PERMANENT, reason="no advisor userid: set content.sender or sender"
+                )
+            path, payload = (
+                "/cgi-bin/externalcontact/add_msg_template",
+                {
+                    "chat_type": "single",
+                    "external_userid": [message.recipient],
+                    "sender": sender,
+                    **body,
+                },
+            )
+        try:
+            response, answer = self.call(path, payload)
+        except TokenExpired as error:
+            return SendResult(SendStatus.PERMANENT, reason=f"WeCom rejected a fresh access token: {error}")
+        except PermissionError as error:
+            return SendResult(SendStatus.PERMANENT, reason=str(error))
+        except httpx.HTTPStatusError as error:
+            status = error.response.status_code
+            kind = SendStatus.TRANSIENT if status >= 500 or status == 429 else SendStatus.PERMANENT
+            return SendResult(kind, reason=f"WeCom gettoken HTTP {status}")
+        except httpx.TransportError as error:
+            return SendResult(SendStatus.TRANSIENT, reason=f"WeCom unreachable: {error!r}")
+        if response.status_code >= 500:
+            return SendResult(SendStatus.TRANSIENT, reason=f"WeCom HTTP {response.status_code}")
+        if response.status_code == 429:
+            return SendResult(SendStatus.RATE_LIMITED, retry_after=60.0, reason="WeCom HTTP 429")
+        result = classify_errcode(int(answer.get("errcode", -1)), str(answer.get("errmsg", "no errcode")))
+        if result.status is not SendStatus.DELIVERED:
+            return result
+        if message.recipient in (answer.get("fail_list") or []):
+            return SendResult(SendStatus.BLOCKED, reason="WeCom fail_list: not a contact of this advisor")
+        return SendResult(SendStatus.DELIVERED, provider_message_id=answer.get("msgid"))
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,441 @@
+"""The delivery worker: claim due outbox messages, apply the contact policy, send, settle, emit events.
+
+    python -m lifeloop.messaging.delivery_worker --database-url URL --worker-id w1
+
+Run several (processes or machines) against PostgreSQL to add throughput; on SQLite they take turns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from lifeloop.errors import LifeloopError
+from lifeloop.messaging.channels.base import ChannelAdapter, OutboundMessage, SendResult, SendStatus
+from lifeloop.messaging.models import OutboxEntry
+from lifeloop.messaging.outbox import RateLimiter, Settlement, backoff, claim_due, extend_lease, settle_all
+from lifeloop.messaging.policy import Audience, ContactPolicy, decide, load_audience
+from lifeloop.store.engine import connect, transaction
+from lifeloop.store.schema import utcnow
+
+log = logging.getLogger("lifeloop.delivery")
+Clock = Callable[[], datetime]
+
+
+class Adapters:
+    """Adapters per (workspace, channel), built once per worker from the stored channel configuration.
+
+    ``webhook_secret`` lets a workspace without a stored webhook configuration still post signed
+    webhooks to recipient URLs (the CLI and tests use it).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        webhook_secret: str | None = None,
+        factory: Callable[[int, str], ChannelAdapter] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._webhook_secret = webhook_secret
+        self._factory = factory
+        self._cache: dict[tuple[int, str], ChannelAdapter] = {}
+        self._lock = threading.Lock()
+
+    def get(self, workspace_id: int, channel: str) -> ChannelAdapter:
+        with self._lock:
+            adapter = self._cache.get((workspace_id, channel))
+            if adapter is None:
+                adapter = self._cache[(workspace_id, channel)] = self._build(workspace_id, channel)
+            return adapter
+
+    def _build(self, workspace_id: int, channel: str) -> ChannelAdapter:
+        if self._factory is not None:
+            return self._factory(workspace_id, channel)
+        from lifeloop.errors import NotFound
+        from lifeloop.messaging.channels import registry, webhook
+
+        registry.ADAPTERS.setdefault("webhook", webhook.from_config)
+        try:
+            with connect(self._engine) as conn:
+                return registry.build_adapter(conn, workspace_id, channel)
+        except NotFound:
+            if channel == "webhook" and self._webhook_secret:
+                return webhook.WebhookAdapter(secret=self._webhook_secret)
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            for adapter in self._cache.values():
+                adapter.close()
+            self._cache.clear()
+
+
+def _send(
+    adapters: Adapters, limiter: RateLimiter, entry: OutboxEntry, message: OutboundMessage, delay: float
+):
+    """In a sending thread: wait for the rate limiter's slot, then call the provider."""
+    if delay > 0:
+        time.sleep(delay)
+    paused = limiter.paused_for(entry.workspace_id, message.channel)
+    if paused > 0:  # another message just got a 429 from this provider
+        return SendResult(SendStatus.RATE_LIMITED, retry_after=paused, reason="paused by the provider's 429")
+    try:
+        adapter = adapters.get(entry.workspace_id, message.channel)
+    except LifeloopError as error:  # not configured (yet): retry with backoff, dead letter in the end
+        return SendResult(SendStatus.TRANSIENT, reason=error.message)
+    try:
+        result = adapter.send(message)
+    except Exception as error:  # an adapter must classify, but a bug in one must not kill the worker
+        log.exception("adapter %s raised", message.channel)
+        return SendResult(SendStatus.TRANSIENT, reason=f"adapter error: {error!r}"[:500])
+    if result.status == SendStatus.RATE_LIMITED:  # hold back the rest of the batch right away
+        limiter.pause(entry.workspace_id, message.channel, result.retry_after or 1.0)
+    return result
+
+
+def _outcome(entry: OutboxEntry, result: SendResult, policy: ContactPolicy, now: datetime) -> Settlement:
+    if result.status == SendStatus.DELIVERED:
+        return Settlement(entry, "delivered", result=result)
+    if result.retryable and entry.attempts < policy.max_attempts:
+        delay = backoff(entry.attempts, policy, result.retry_after)
+        return Settlement(entry, "failed", result.reason, now + timedelta(seconds=delay), result=result)
+    if result.retryable:
+        return Settlement(
+            entry, "dead", f"gave up after {entry.attempts} attempts: {result.reason}", result=result
+        )
+    return Settlement(entry, "dead", f"{result.status}: {result.reason}", result=result)
+
+
+class _Batch:
+    """Per-pass caches: each workspace's policy and time zone, each profile's audience."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.policies: dict[int, tuple[ContactPolicy, str]] = {}
+
+    def policy(self, workspace_id: int) -> tuple[ContactPolicy, str]:
+        if workspace_id not in self.policies:
+            from lifeloop.messaging.service import load_policy
+            from lifeloop.workspaces.service import get_workspace
+
+            with connect(self.engine) as conn:
+                self.policies[workspace_id] = (
+                    load_policy(conn, workspace_id),
+                    get_workspace(conn, workspace_id).timezone,
+                )
+        return self.policies[workspace_id]
+
+
+def _content_for(entry: OutboxEntry, channel: str) -> dict[str, Any] | None:
+    if channel == entry.channel:
+        return entry.content
+    if entry.fallback_content and channel in entry.fallback_content:
+        return entry.fallback_content[channel]
+    text = entry.content.get("text")
+    return {"text": text} if isinstance(text, str) and text else None  # plain text goes anywhere
+
+
+def _fallback_channels(entry: OutboxEntry) -> list[str] | None:
+    text = entry.content.get("text")
+    return None if isinstance(text, str) and text else list(entry.fallback_content or {})
+
+
+def _fallback_kwargs(entry: OutboxEntry, channel: str, recipient: str) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "recipient": recipient,
+        "profile_id": entry.profile_id,
+        "content": _content_for(entry, channel) or {},
+        "template": entry.template,
+        "transactional": entry.transactional,
+        "idempotency_key": f"{entry.idempotency_key}/{channel}"[-255:],
+    }
+
+
+def deliver_due(
+    engine: Engine,
+    *,
+    worker_id: str,
+    adapters: Adapters,
+    batch_size: int = 50,
+    lease_seconds: float = 60.0,
+    concurrency: int = 4,
+    limiter: RateLimiter | None = None,
+    clock: Clock = utcnow,
+    pool: ThreadPoolExecutor | None = None,
+) -> int:
+    """One pass: claim a batch, decide, send, settle. Returns how many messages were claimed."""
+    entries = claim_due(
+        engine, worker_id=worker_id, batch_size=batch_size, lease_seconds=lease_seconds, now=clock()
+    )
+    if not entries:
+        return 0
+    limiter = limiter or RateLimiter()
+    batch = _Batch(engine)
+    settlements: list[Settlement] = []
+    audiences: dict[int, Audience] = {}
+    sending: list[tuple[OutboxEntry, Future[SendResult], str, datetime]] = []
+    own_pool = pool is None
+    pool = pool or ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"send-{worker_id}")
+    try:
+        now = clock()
+        with connect(engine) as conn:
+            for entry in entries:
+                policy, ws_tz = batch.policy(entry.workspace_id)
+                if entry.attempts > policy.max_attempts:  # reclaimed over and over: its sends keep dying
+                    settlements.append(
+                        Settlement(entry, "dead", f"gave up after {entry.attempts - 1} attempts")
+                    )
+                    continue
+                audience, _ = load_audience(
+                    conn,
+                    entry.workspace_id,
+                    entry.profile_id,
+                    policy=policy,
+                    now=now,
+                    outbox_id=entry.id,
+                    workspace_timezone=ws_tz,
+                    with_active_hour=entry.optimize_send_time,
+                )
+                audiences[entry.id] = audience
+                verdict = decide(
+                    policy,
+                    channel=entry.channel,
+                    recipient=entry.recipient,
+                    transactional=entry.transactional,
+                    optimize_send_time=entry.optimize_send_time,
+                    audience=audience,
+                    now=now,
+                    jitter_key=entry.idempotency_key,
+                    fallback_channels=_fallback_channels(entry),
+                )
+                if verdict.action == "suppress":
+                    settlements.append(
+                        Settlement(entry, "suppressed", verdict.reason, counts_as_attempt=False)
+                    )
+                    continue
+                if verdict.action == "defer":
+                    settlements.append(
+                        Settlement(
+                            entry,
+                            "deferred",
+                            verdict.reason,
+                            verdict.until,
+                            counts_as_attempt=False,
+                            clear_optimize=verdict.optimized,
+                        )
+                    )
+                    continue
+                if verdict.action == "fallback":
+                    assert verdict.channel is not None and verdict.recipient is not None
+                    settlements.append(
+                        Settlement(
+                            entry,
+                            "suppressed",
+                            verdict.reason,
+                            counts_as_attempt=False,
+                            fallback=_fallback_kwargs(entry, verdict.channel, verdict.recipient),
+                        )
+                    )
+                    continue
+                recipient = entry.recipient or audience.addresses[entry.channel]
+                delay = limiter.reserve(entry.workspace_id, entry.channel, policy, max_wait=1.0)
+                if delay is None:  # over the provider's rate for longer than a moment: come back later
+                    hint = max(1.0, limiter.wait_hint(entry.workspace_id, entry.channel))
+                    settlements.append(
+                        Settlement(
+                            entry,
+                            "deferred",
+                            f"rate limit of {entry.channel}",
+                            now + timedelta(seconds=hint),
+                            counts_as_attempt=False,
+                        )
+                    )
+                    continue
+                message = OutboundMessage(
+                    idempotency_key=entry.idempotency_key,
+                    channel=entry.channel,
+                    recipient=recipient,
+                    content=entry.content,
+                    metadata={
+                        "workspace_id": entry.workspace_id,
+                        "profile_id": entry.profile_id,
+                        "outbox_id": entry.id,
+                        "template": entry.template,
+                    },
+                )
+                future = pool.submit(_send, adapters, limiter, entry, message, delay)
+                sending.append((entry, future, recipient, clock()))
+
+        pending = {f for _, f, _, _ in sending}
+        while pending:  # keep the lease alive while a slow provider answers
+            _, pending = wait(pending, timeout=max(lease_seconds / 3, 0.05))
+            if pending:
+                alive = [e for e, f, _, _ in sending if f in pending]
+                extend_lease(
+                    engine, alive, worker_id=worker_id, until=clock() + timedelta(seconds=lease_seconds)
+                )
+        for entry, future, recipient, started in sending:
+            result = future.result()
+            policy, _ = batch.policy(entry.workspace_id)
+            finished = clock()
+            settlement = _outcome(entry, result, policy, finished)
+            if result.status == SendStatus.BLOCKED:
+                settlement = _after_block(entry, result, policy, audiences[entry.id], finished) or settlement
+            settlement.started_at, settlement.finished_at, settlement.recipient = started, finished, recipient
+            settlements.append(settlement)
+    finally:
+        if own_pool:
+            pool.shutdown(wait=True)
+
+    _emit_events(engine, settlements, audiences, clock())
+    now = clock()
+    transaction(engine, lambda conn: settle_all(conn, worker_id, settlements, now))
+    return len(entries)
+
+
+def _after_block(
+    entry: OutboxEntry, result: SendResult, policy: ContactPolicy, audience: Audience, now: datetime
+) -> Settlement | None:
+    """The provider says this recipient cannot be reached here (unfollowed): try the fallback channel."""
+    blocked = Audience(
+        tier=audience.tier,
+        timezone=audience.timezone,
+        consents={**audience.consents, entry.channel: "unsubscribed"},
+        addresses=audience.addresses,
+        recent_sends=audience.recent_sends,
+    )
+    verdict = decide(
+        policy,
+        channel=entry.channel,
+        recipient=None,
+        transactional=entry.transactional,
+        optimize_send_time=False,
+        audience=blocked,
+        now=now,
+        jitter_key=entry.idempotency_key,
+        fallback_channels=_fallback_channels(entry),
+    )
+    if verdict.action != "fallback" or verdict.channel is None or verdict.recipient is None:
+        return None
+    return Settlement(
+        entry,
+        "suppressed",
+        f"blocked on {entry.channel} ({result.reason}); sent on {verdict.channel} instead",
+        result=result,
+        fallback=_fallback_kwargs(entry, verdict.channel, verdict.recipient),
+    )
+
+
+EVENT_NAMES = {"delivered": "Message Delivered", "dead": "Message Failed", "suppressed": "Message Suppressed"}
+
+
+def _emit_events(
+    engine: Engine, settlements: list[Settlement], audiences: dict[int, Audience], now: datetime
+) -> None:
+    """Delivery outcomes flow back as events, with deterministic ids so a resend stores nothing twice."""
+    from lifeloop.messaging.service import emit_delivery_events
+
+    final = [s for s in settlements if s.status in EVENT_NAMES and s.entry.profile_id is not None]
+    if not final:
+        return
+    try:
+        known = {i: (a.profile_id, a.identities) for i, a in audiences.items() if a.profile_id is not None}
+        outcomes = [(s.entry, EVENT_NAMES[s.status], s.reason) for s in final]
+        emit_delivery_events(engine, outcomes, now=now, known=known)
+    except Exception:  # the delivery itself is settled regardless; the event is a report of it
+        log.exception("could not store delivery events")
+
+
+def run_delivery_worker(
+    engine: Engine,
+    *,
+    stop_event: threading.Event,
+    batch_size: int = 50,
+    worker_id: str,
+    adapters: Adapters | None = None,
+    lease_seconds: float = 60.0,
+    concurrency: int = 4,
+    poll_interval: float = 0.5,
+    clock: Clock = utcnow,
+) -> int:
+    """Deliver until ``stop_event`` is set; returns how many messages were handled."""
+    adapters = adapters or Adapters(engine)
+    limiter = RateLimiter()
+    handled = 0
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"send-{worker_id}") as pool:
+        try:
+            while not stop_event.is_set():
+                try:
+                    claimed = deliver_due(
+                        engine,
+                        worker_id=worker_id,
+                        adapters=adapters,
+                        batch_size=batch_size,
+                        lease_seconds=lease_seconds,
+                        concurrency=concurrency,
+                        limiter=limiter,
+                        clock=clock,
+                        pool=pool,
+                    )
+                except Exception:  # a database hiccup: the leases make it safe to just try again
+                    log.exception("delivery pass failed")
+                    claimed = 0
+                    stop_event.wait(min(5.0, poll_interval * 4))
+                handled += claimed
+                if claimed < batch_size:
+                    stop_event.wait(poll_interval)
+        finally:
+            adapters.close()
+    return handled
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="lifeloop delivery worker")
+    parser.add_argument("--database-url", default=os.environ.get("LIFELOOP_DATABASE_URL"))
+    parser.add_argument("--worker-id", default=f"worker-{os.getpid()}")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--lease-seconds", type=float, default=60.0)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--poll-interval", type=float, default=0.5)
+    parser.add_argument(
+        "--webhook-secret",
+        default=os.environ.get("LIFELOOP_WEBHOOK_SECRET"),
+        help="Signing secret for webhook recipients of workspaces without a webhook channel configured.",
+    )
+    args = parser.parse_args(argv)
+    from lifeloop.config import Settings, get_settings
+    from lifeloop.store.engine import create_store_engine
+
+    settings = Settings(database_url=args.database_url) if args.database_url else get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    engine = create_store_engine(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_delivery_worker(
+        engine,
+        stop_event=stop,
+        batch_size=args.batch_size,
+        worker_id=args.worker_id,
+        adapters=Adapters(engine, webhook_secret=args.webhook_secret),
+        lease_seconds=args.lease_seconds,
+        concurrency=args.concurrency,
+        poll_interval=args.poll_interval,
+    )
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
