@@ -211,22 +211,34 @@ def worker(
     sweep_seconds: Annotated[
         float, typer.Option(help="How often time-only stage changes are applied.")
     ] = 60.0,
+    deliveries: Annotated[bool, typer.Option(help="Also deliver due messages from the outbox.")] = True,
 ) -> None:
-    """Run background work: place ingested events on profiles and move stages whose time has come.
+    """Run background work: place ingested events on profiles, move stages whose time has come, and
+    deliver due messages from the outbox.
 
-    Several workers may run at once; they take turns per workspace.
+    Several workers may run at once: they take turns per workspace and never claim a message twice.
     """
+    import os
     import signal
     import threading
     import time
 
     from lifeloop.lifecycle.service import sweep, workspaces_with_models
+    from lifeloop.messaging.delivery_worker import run_delivery_worker
     from lifeloop.profiles.resolver import resolve_pending
 
     engine = open_engine()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    delivery: threading.Thread | None = None
+    if deliveries and not once:
+        delivery = threading.Thread(
+            target=run_delivery_worker,
+            kwargs={"engine": engine, "stop_event": stop, "worker_id": f"worker-{os.getpid()}"},
+            name="lifeloop-delivery",
+        )
+        delivery.start()
     err.print("worker started; Ctrl+C stops it after the current batch")
     next_sweep = 0.0
     while not stop.is_set():
@@ -240,6 +252,8 @@ def worker(
             return
         if not placed:
             stop.wait(idle_seconds)
+    if delivery is not None:
+        delivery.join()
 
 
 @app.command()

@@ -65,7 +65,6 @@ class Adapters:
         from lifeloop.errors import NotFound
         from lifeloop.messaging.channels import registry, webhook
 
-        registry.ADAPTERS.setdefault("webhook", webhook.from_config)
         try:
             with connect(self._engine) as conn:
                 return registry.build_adapter(conn, workspace_id, channel)

@@ -1,7 +1,7 @@
 """Channel name → adapter factory, and building a workspace's adapter from its stored configuration.
 
 A factory takes one dict: the decrypted credentials merged with the settings, plus ``workspace_id``
-and ``name``. Another module registers itself with ``ADAPTERS["webhook"] = WebhookAdapter``.
+and ``name``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from lifeloop.messaging.channels.config import load_config
 from lifeloop.messaging.channels.email import EmailAdapter
 from lifeloop.messaging.channels.line import LineAdapter
 from lifeloop.messaging.channels.sms import SmsAdapter
+from lifeloop.messaging.channels.webhook import from_config as webhook_from_config
 from lifeloop.messaging.channels.wechat import WeChatAdapter
 from lifeloop.messaging.channels.wecom import WeComAdapter
 
@@ -28,6 +29,7 @@ ADAPTERS: dict[str, AdapterFactory] = {
     "wechat": WeChatAdapter,
     "email": EmailAdapter,
     "sms": SmsAdapter,
+    "webhook": webhook_from_config,
 }
 
 
