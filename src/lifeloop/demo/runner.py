@@ -27,6 +27,7 @@ from lifeloop.config import get_settings
 from lifeloop.demo.simulator import BRAND, Simulation
 from lifeloop.errors import Conflict, InvalidInput, LifeloopError, NotFound
 from lifeloop.events.messages import MAX_BATCH_BYTES
+from lifeloop.lifecycle.service import active_model, install_preset
 from lifeloop.profiles.resolver import count_pending
 from lifeloop.store.engine import connect, create_store_engine
 from lifeloop.store.migrate import upgrade
@@ -144,6 +145,8 @@ def _prepare_workspace(engine: Engine) -> _Credentials:
             workspace = get_workspace(conn, WORKSPACE)
         except NotFound:
             workspace = create_workspace(conn, slug=WORKSPACE, name=BRAND, timezone="Asia/Taipei")
+        if active_model(conn, workspace.id) is None:  # the brand's customers are LINE friends
+            install_preset(conn, workspace.id, "line")
         taken = {s.name for s in list_sources(conn, workspace.id)}
         candidates = chain([SOURCE], (f"{SOURCE}-{i}" for i in count(2)))
         name = next(n for n in candidates if n not in taken)
