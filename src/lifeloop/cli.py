@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lifeloop.analytics.cli import analytics_app
 from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
 from lifeloop.config import get_settings
 from lifeloop.errors import LifeloopError
@@ -27,6 +28,7 @@ app.add_typer(source_app, name="source")
 app.add_typer(token_app, name="token")
 app.add_typer(messages_app, name="messages")
 app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(analytics_app, name="analytics")
 app.add_typer(lifecycle_app, name="lifecycle")
 app.command("recompute")(recompute)
 

@@ -1,0 +1,256 @@
+"""``lifeloop analytics …``: sync the analytical store, run metrics, RFM and CLV, export results."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
+
+if TYPE_CHECKING:  # pandas is imported only by the commands that need it (CLI start-up time)
+    import pandas as pd
+
+analytics_app = typer.Typer(
+    help="Analytics: the DuckDB store, metrics, RFM value layers and CLV.", no_args_is_help=True
+)
+StorePath = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="DuckDB file (default LIFELOOP_ANALYTICS_PATH or ./var/analytics.duckdb).",
+        show_default=False,
+    ),
+]
+WorkspaceOpt = Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    parquet = "parquet"
+    json = "json"
+
+
+def _path(store: Path | None) -> Path:
+    from lifeloop.analytics.store import default_path
+
+    return store or default_path()
+
+
+def _workspace_id(workspace: str) -> int:
+    from lifeloop.workspaces.service import get_workspace
+
+    engine = open_engine()
+    with engine.connect() as conn:
+        return get_workspace(conn, workspace).id
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--param takes key=value, got {item!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _emit(
+    frame: pd.DataFrame, fmt: Format, out: Path | None, *, title: str, chart: dict[str, Any] | None
+) -> None:
+    """Write ``frame`` as a table on screen, CSV, Parquet or chart-ready JSON (to ``out`` or stdout)."""
+    import pandas as pd
+
+    if fmt is Format.parquet and out is None:
+        fail("--format parquet needs --out FILE")
+    if fmt is Format.table and out is None:
+        table = Table(title=title)
+        for col in frame.columns:
+            table.add_column(
+                str(col), justify="right" if pd.api.types.is_numeric_dtype(frame[col]) else "left"
+            )
+        for row in frame.itertuples(index=False, name=None):
+            table.add_row(
+                *("" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row)
+            )
+        console.print(table)
+        return
+    if fmt is Format.parquet:
+        assert out is not None
+        frame.to_parquet(out, index=False)
+    elif fmt is Format.json:
+        text = json.dumps(
+            chart if chart is not None else frame.to_dict(orient="records"), ensure_ascii=False, default=str
+        )
+        if out is None:
+            print(text)
+        else:
+            out.write_text(text + "\n", encoding="utf-8")
+    else:  # csv, and table written to a file
+        if out is None:
+            print(frame.to_csv(index=False), end="")
+        else:
+            frame.to_csv(out, index=False)
+    if out is not None:
+        err.print(f"{len(frame)} rows written to {out}")
+
+
+@analytics_app.command()
+@explains_errors
+def sync(
+    store: StorePath = None,
+    workspace: Annotated[str | None, typer.Option("--workspace", "-w", help="Only this workspace.")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Events per DuckDB transaction.")] = 10_000,
+    settle_seconds: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Leave events younger than this for the next sync (default 10 on PostgreSQL)."
+        ),
+    ] = None,
+) -> None:
+    """Copy new resolved events and changed profiles into the analytical store (incremental, resumable)."""
+    from lifeloop.analytics.sync import pending_events
+    from lifeloop.analytics.sync import sync as run_sync
+
+    engine = open_engine()
+    path = _path(store)
+    ws = _workspace_id(workspace) if workspace else None
+    total = pending_events(engine, path, workspace_id=ws)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("syncing events", total=total)
+        report = run_sync(
+            engine,
+            path,
+            workspace_id=ws,
+            chunk_size=chunk_size,
+            settle_seconds=settle_seconds,
+            progress=lambda copied, _remaining: progress.advance(task, copied),
+        )
+    console.print(f"{report.events} events and {report.profiles} profiles synced to {path}")
+    for wid, event_id in report.waiting_at.items():
+        console.print(f"  workspace {wid}: waiting for identity resolution from event {event_id}")
+
+
+@analytics_app.command("metrics")
+def list_metrics() -> None:
+    """List the metrics and their parameters."""
+    from lifeloop.analytics.metrics import METRICS
+
+    table = Table(title="metrics")
+    table.add_column("name")
+    table.add_column("parameters (besides start, end, segment, stage, stage_model, channel)")
+    common = {"workspace_id", "start", "end", "segment", "stage", "stage_model", "channel"}
+    for name, cls in METRICS.items():
+        table.add_row(name, ", ".join(k for k in cls.model_fields if k not in common))
+    console.print(table)
+
+
+@analytics_app.command()
+@explains_errors
+def metric(
+    name: Annotated[str, typer.Argument(help="Metric name; see `lifeloop analytics metrics`.")],
+    workspace: WorkspaceOpt,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="key=value, repeatable; lists comma-separated.")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    store: StorePath = None,
+) -> None:
+    """Run one metric, e.g. `lifeloop analytics metric new_users -w tea -p start=2024-01-01 -p end=2024-01-07`
+
+    Lists are comma-separated (`-p steps="Product Viewed,Order Completed"`).
+    """
+    from lifeloop.analytics.service import run_metric
+
+    result = run_metric(_path(store), _workspace_id(workspace), name, _parse_params(param or []))
+    _emit(result.frame, fmt, out, title=result.metric.title, chart=result.to_json())
+
+
+@analytics_app.command()
+@explains_errors
+def rfm(
+    workspace: WorkspaceOpt,
+    as_of: Annotated[
+        datetime | None, typer.Option(help="Score as of this time (UTC); default now.", show_default=False)
+    ] = None,
+    method: Annotated[str, typer.Option(help="quantile or thresholds.")] = "quantile",
+    fmt: Annotated[
+        Format, typer.Option("--format", "-f", help="Format of the per-user scores with --out.")
+    ] = Format.csv,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every user's scores here.")] = None,
+    store: StorePath = None,
+) -> None:
+    """Score RFM, assign value layers and segments (stored in the analytics store), show users per layer."""
+    from pydantic import ValidationError
+
+    from lifeloop.analytics.rfm import RfmConfig, layer_counts, score_rfm
+    from lifeloop.analytics.store import store as open_store_ctx
+
+    try:
+        config = RfmConfig(method=method)  # type: ignore[arg-type]
+    except ValidationError:
+        fail("--method must be quantile or thresholds")
+    ws = _workspace_id(workspace)
+    at = (as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of) if as_of else datetime.now(UTC)
+    with open_store_ctx(_path(store)) as con:
+        scores = score_rfm(con, ws, as_of=at, config=config)
+        counts = layer_counts(con, ws)
+    _emit(counts, Format.table, None, title=f"value layers as of {at:%Y-%m-%d %H:%M} UTC", chart=None)
+    if out is not None:
+        _emit(scores, fmt, out, title="RFM scores", chart=None)
+
+
+@analytics_app.command()
+@explains_errors
+def clv(
+    workspace: WorkspaceOpt,
+    months: Annotated[int, typer.Option(min=1, max=120, help="Horizon of the predicted value.")] = 12,
+    as_of: Annotated[
+        datetime | None, typer.Option(help="Last observed day; default today (UTC).", show_default=False)
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Rows to show on screen.")] = 20,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
+    store: StorePath = None,
+) -> None:
+    """Fit BG/NBD + Gamma-Gamma on the workspace's orders: predicted CLV, P(alive) and churn risk per user."""
+    from lifeloop.analytics.service import customer_value
+    from lifeloop.analytics.store import store as open_store_ctx
+
+    ws = _workspace_id(workspace)
+    with open_store_ctx(_path(store)) as con:
+        frame, params = customer_value(con, ws, months=months, as_of=as_of.date() if as_of else None)
+    err.print("fitted: " + ", ".join(f"{k}={v:.4g}" for k, v in params.items()))
+    shown = frame if out is not None else frame.head(top)
+    _emit(shown, fmt, out, title=f"predicted {months}-month CLV (top {len(shown)})", chart=None)
+
+
+@analytics_app.command()
+@explains_errors
+def costs(
+    file: Annotated[Path, typer.Argument(help="CSV with columns channel, day, cost.")],
+    workspace: WorkspaceOpt,
+    store: StorePath = None,
+) -> None:
+    """Load per-channel daily acquisition costs (for channel ROI); a channel's day is replaced, not added."""
+    from lifeloop.analytics.service import set_channel_costs
+    from lifeloop.analytics.store import store as open_store_ctx
+
+    if not file.is_file():
+        fail(f"{file} is not a file")
+    import pandas as pd
+
+    frame = pd.read_csv(file)
+    ws = _workspace_id(workspace)
+    with open_store_ctx(_path(store)) as con:
+        written = set_channel_costs(con, ws, frame)
+    console.print(f"{written} cost rows loaded")

@@ -1,0 +1,181 @@
+"""RFM scoring, seed 004's value layers and the classic RFM segments.
+
+Per user (canonical profile, over orders before ``as_of``): R = whole days since the last order, F = the
+number of orders, M = their total revenue, rounded to 6 decimals so that equal spend ranks equal whatever
+order an engine adds it in. Scores 1-5 either by quintile over purchasers (ties share a
+score: ``1 + floor(5 × (rank − 1) / purchasers)`` with rank = SQL ``RANK``; R ranks longer-ago first, so
+more recent = higher) or by configurable thresholds. Layers follow PRESETS.md (first match wins):
+
+====================  ==================================================================
+``high_value``        R ≥ 4, F ≥ 4, M ≥ 4
+``new``               exactly one order, the first order within ``new_days`` (30) days
+``potential``         R ≥ 3 and (F ≥ 4 or M ≥ 4)
+``lost``              never ordered and first seen more than ``lost_days`` (30) days ago, or R = 1 and F = 1
+``sleeping``          R ≤ 2 and at least one order
+``regular``           otherwise
+====================  ==================================================================
+
+``rfm_segment`` is the classic 8-way split (R, F, M each high when ≥ ``high_score``): important_value
+(重要价值), important_develop (重要发展), important_keep (重要保持), important_retain (重要挽留),
+general_value (一般价值), general_develop (一般发展), general_keep (一般保持), general_retain (一般挽留).
+``rf_segment`` is the common R × F grid (champions, loyal, potential_loyalists, new_customers, promising,
+need_attention, about_to_sleep, cant_lose, at_risk, hibernating). Non-purchasers have neither.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lifeloop.analytics.metrics.base import ORDER_EVENT, events_cte, lit
+from lifeloop.analytics.store import store
+
+LAYERS = ("high_value", "new", "potential", "lost", "sleeping", "regular")
+
+
+class RfmConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Literal["quantile", "thresholds"] = "quantile"
+    # Thresholds, each ascending: R scores 5 at or under the first number of days, down to 1 past the last;
+    # F and M score 1 + how many thresholds the value reaches.
+    recency_days: tuple[int, int, int, int] = (7, 30, 90, 180)
+    frequency: tuple[float, float, float, float] = (2, 3, 5, 8)
+    monetary: tuple[float, float, float, float] = (100, 300, 1000, 3000)
+    high_score: int = Field(default=3, ge=1, le=5)
+    new_days: int = Field(default=30, ge=1)
+    lost_days: int = Field(default=30, ge=1)
+
+    @model_validator(mode="after")
+    def _ascending(self) -> RfmConfig:
+        for name in ("recency_days", "frequency", "monetary"):
+            values = getattr(self, name)
+            if list(values) != sorted(values):
+                raise ValueError(f"{name} thresholds must be ascending")
+        return self
+
+
+def _quintile(order_by: str) -> str:
+    # purchasers counted once by a scalar subquery (cheaper than a COUNT(*) OVER () per score)
+    purchasers = "(SELECT COUNT(*) FROM base WHERE orders > 0)"
+    return f"CAST(1 + FLOOR(5 * (RANK() OVER (ORDER BY {order_by}) - 1) / {purchasers}) AS INTEGER)"
+
+
+def _at_least(column: str, thresholds: tuple[float, ...]) -> str:
+    return "1 + " + " + ".join(f"CASE WHEN {column} >= {lit(float(t))} THEN 1 ELSE 0 END" for t in thresholds)
+
+
+def rfm_query(workspace_id: int, as_of: datetime, config: RfmConfig) -> str:
+    """SQL returning one row per user (unordered) with R, F, M, their scores, layer and segments."""
+    at = lit(as_of.astimezone(UTC).replace(tzinfo=None))
+    if config.method == "quantile":
+        r, f, m = _quintile("recency_days DESC"), _quintile("orders"), _quintile("monetary")
+    else:
+        cases = " ".join(f"WHEN recency_days <= {d} THEN {5 - i}" for i, d in enumerate(config.recency_days))
+        r = f"CASE {cases} ELSE 1 END"
+        f, m = _at_least("orders", config.frequency), _at_least("monetary", config.monetary)
+    hi = config.high_score
+    order = lit(ORDER_EVENT)
+    return f"""WITH {events_cte(workspace_id)},
+per_user AS (
+    -- one pass over the events: first interaction and the order aggregates together
+    SELECT user_id,
+           MIN(CASE WHEN interactive THEN ts END) AS first_seen,
+           COUNT(CASE WHEN event = {order} THEN 1 END) AS orders,
+           ROUND(SUM(CASE WHEN event = {order} THEN COALESCE(revenue, 0) ELSE 0 END), 6) AS monetary,
+           MIN(CASE WHEN event = {order} THEN ts END) AS first_order,
+           MAX(CASE WHEN event = {order} THEN ts END) AS last_order
+    FROM ev WHERE ts < {at} AND (interactive OR event = {order})
+    GROUP BY user_id
+),
+base AS (
+    SELECT user_id, first_seen, orders, monetary, first_order, last_order,
+           CAST(FLOOR(DATE_DIFF('second', last_order, {at}) / 86400) AS BIGINT) AS recency_days
+    FROM per_user WHERE first_seen IS NOT NULL
+),
+scored AS (
+    SELECT user_id, {r} AS r, {f} AS f, {m} AS m FROM base WHERE orders > 0
+),
+layered AS (
+    SELECT b.*, s.r, s.f, s.m,
+           CASE
+               WHEN s.r >= 4 AND s.f >= 4 AND s.m >= 4 THEN 'high_value'
+               WHEN b.orders = 1 AND b.first_order > {at} - INTERVAL {config.new_days} DAY THEN 'new'
+               WHEN s.r >= 3 AND (s.f >= 4 OR s.m >= 4) THEN 'potential'
+               WHEN (b.orders = 0 AND b.first_seen < {at} - INTERVAL {config.lost_days} DAY)
+                    OR (s.r = 1 AND s.f = 1) THEN 'lost'
+               WHEN s.r <= 2 AND b.orders >= 1 THEN 'sleeping'
+               ELSE 'regular'
+           END AS layer,
+           CASE WHEN b.orders > 0 THEN
+               CASE WHEN s.m >= {hi} THEN 'important_' ELSE 'general_' END ||
+               CASE WHEN s.r >= {hi} AND s.f >= {hi} THEN 'value'
+                    WHEN s.r >= {hi} THEN 'develop'
+                    WHEN s.f >= {hi} THEN 'keep'
+                    ELSE 'retain' END
+           END AS rfm_segment,
+           CASE
+               WHEN s.r = 5 AND s.f >= 4 THEN 'champions'
+               WHEN s.r >= 3 AND s.f >= 4 THEN 'loyal'
+               WHEN s.r >= 4 AND s.f >= 2 THEN 'potential_loyalists'
+               WHEN s.r = 5 THEN 'new_customers'
+               WHEN s.r = 4 THEN 'promising'
+               WHEN s.r = 3 AND s.f = 3 THEN 'need_attention'
+               WHEN s.r = 3 THEN 'about_to_sleep'
+               WHEN s.f = 5 THEN 'cant_lose'
+               WHEN s.f >= 3 THEN 'at_risk'
+               WHEN s.r IS NOT NULL THEN 'hibernating'
+           END AS rf_segment
+    FROM base b LEFT JOIN scored s ON s.user_id = b.user_id
+)
+SELECT {lit(workspace_id)} AS workspace_id, user_id, {at} AS as_of, first_seen, orders, monetary,
+       first_order, last_order, recency_days, r, f, m, layer, rfm_segment, rf_segment
+FROM layered"""
+
+
+def score_rfm(
+    con: duckdb.DuckDBPyConnection,
+    workspace_id: int,
+    *,
+    as_of: datetime | None = None,
+    config: RfmConfig | None = None,
+) -> pd.DataFrame:
+    """Score every user of the workspace and replace its rows in ``rfm_scores`` (one transaction)."""
+    as_of = as_of or datetime.now(UTC)
+    sql = rfm_query(workspace_id, as_of, config or RfmConfig())
+    con.begin()
+    try:
+        con.execute("DELETE FROM rfm_scores WHERE workspace_id = ?", [workspace_id])
+        con.execute(f"INSERT INTO rfm_scores {sql}")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return con.execute(
+        "SELECT * EXCLUDE (workspace_id) FROM rfm_scores WHERE workspace_id = ? ORDER BY user_id",
+        [workspace_id],
+    ).df()
+
+
+def layer_counts(con: duckdb.DuckDBPyConnection, workspace_id: int) -> pd.DataFrame:
+    """Users per value layer in the last scoring, in the order of LAYERS."""
+    frame = con.execute(
+        "SELECT layer, COUNT(*) AS users FROM rfm_scores WHERE workspace_id = ? GROUP BY layer",
+        [workspace_id],
+    ).df()
+    order = {layer: i for i, layer in enumerate(LAYERS)}
+    return frame.sort_values("layer", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def value_tiers(path: str | Path, workspace_id: int) -> dict[int, str]:
+    """profile id → value layer from the last scoring: what the profile's value tier is written from."""
+    with store(path) as con:
+        rows = con.execute(
+            "SELECT user_id, layer FROM rfm_scores WHERE workspace_id = ?", [workspace_id]
+        ).fetchall()
+    return {int(user): layer for user, layer in rows}

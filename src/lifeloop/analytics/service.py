@@ -1,0 +1,156 @@
+"""The analytics function API used by the CLI, the REST routes and the worker."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from lifeloop.analytics.clv import (
+    BetaGeoModel,
+    GammaGammaModel,
+    churn_risk,
+    customer_lifetime_value,
+)
+from lifeloop.analytics.metrics import MetricResult, build_metric
+from lifeloop.analytics.metrics.base import ORDER_EVENT, events_cte, lit
+from lifeloop.analytics.store import store
+from lifeloop.errors import InvalidInput
+
+
+def run_metric(path: str | Path, workspace_id: int, name: str, params: dict[str, Any]) -> MetricResult:
+    """Validate ``params`` for metric ``name`` and run it on the store at ``path``."""
+    if "workspace_id" in params:  # the workspace comes from the credential, never from the caller
+        raise InvalidInput(
+            "workspace_id is not a parameter; it comes from the API token", field="workspace_id"
+        )
+    metric = build_metric(name, {**params, "workspace_id": workspace_id})
+    with store(path) as con:
+        return metric.run(con)
+
+
+def clv_summary_query(workspace_id: int, as_of: date, freq_days: float = 7.0) -> str:
+    """SQL for the per-customer summary BG/NBD and Gamma-Gamma are fitted on (as ``clv.rfm_summary``).
+
+    Orders on the same calendar day (workspace time zone) are one purchase worth the day's total; orders
+    after ``as_of`` are ignored, missing revenue counts as 0 and negative revenue (refunds) is left out.
+    ``frequency`` = purchase days − 1; ``recency`` = last − first purchase day; ``T`` = ``as_of`` − first
+    purchase day (both in units of ``freq_days`` days); ``monetary_value`` = mean over the repeat days.
+    """
+    return f"""WITH {events_cte(workspace_id)},
+daily AS (
+    SELECT user_id, day, SUM(COALESCE(revenue, 0)) AS amount FROM ev
+    WHERE event = {lit(ORDER_EVENT)} AND day <= {lit(as_of)} AND COALESCE(revenue, 0) >= 0
+    GROUP BY user_id, day
+),
+ranked AS (
+    SELECT user_id, day, amount, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY day) AS rn FROM daily
+)
+SELECT user_id, COUNT(*) - 1 AS frequency,
+       DATE_DIFF('day', MIN(day), MAX(day)) / {lit(float(freq_days))} AS recency,
+       DATE_DIFF('day', MIN(day), {lit(as_of)}) / {lit(float(freq_days))} AS T,
+       CASE WHEN COUNT(*) > 1
+            THEN (SUM(amount) - SUM(CASE WHEN rn = 1 THEN amount END)) / (COUNT(*) - 1) ELSE 0 END
+           AS monetary_value
+FROM ranked GROUP BY user_id ORDER BY user_id"""
+
+
+def clv_summary(
+    con: duckdb.DuckDBPyConnection, workspace_id: int, as_of: date, freq_days: float = 7.0
+) -> pd.DataFrame:
+    """The summary of ``clv_summary_query``, indexed by user id."""
+    frame = con.sql(clv_summary_query(workspace_id, as_of, freq_days)).to_arrow_table().to_pandas()
+    return frame.set_index("user_id")
+
+
+def customer_value(
+    con: duckdb.DuckDBPyConnection,
+    workspace_id: int,
+    *,
+    as_of: date | None = None,
+    months: int = 12,
+    discount_rate_monthly: float = 0.01,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per purchaser: BG/NBD P(alive) and expected orders in ``months``, Gamma-Gamma expected order value,
+    predicted CLV and the churn-risk flag; plus the fitted parameters. Model time is in weeks."""
+    as_of = as_of or datetime.now(UTC).date()
+    summary = clv_summary(con, workspace_id, as_of)
+    if summary.empty:
+        raise InvalidInput("no orders to fit customer-lifetime-value models on", field="workspace")
+    if int((summary["frequency"] > 0).sum()) < 2:
+        raise InvalidInput("fewer than two customers with repeat orders: CLV models cannot be fitted")
+    x, tx, t = summary["frequency"], summary["recency"], summary["T"]
+    repeat = (x > 0) & (summary["monetary_value"] > 0)
+    try:
+        bgnbd = BetaGeoModel().fit(x, tx, t)
+        gg = GammaGammaModel().fit(x[repeat], summary.loc[repeat, "monetary_value"])
+    except (RuntimeError, ValueError) as error:  # e.g. no dropout in the data: the likelihood has no maximum
+        raise InvalidInput(f"CLV models could not be fitted on these orders: {error}") from error
+    weeks = months * 30.0 / 7.0
+    out = pd.DataFrame(index=summary.index)
+    out["orders"] = x + 1
+    out["p_alive"] = np.asarray(bgnbd.conditional_probability_alive(x, tx, t))
+    out["expected_orders"] = np.asarray(bgnbd.conditional_expected_purchases(weeks, x, tx, t))
+    out["expected_order_value"] = np.asarray(
+        gg.conditional_expected_average_profit(x, summary["monetary_value"])
+    )
+    out["clv"] = np.asarray(
+        customer_lifetime_value(
+            bgnbd,
+            gg,
+            x,
+            tx,
+            t,
+            summary["monetary_value"],
+            months=months,
+            discount_rate_monthly=discount_rate_monthly,
+            period_days=7.0,
+        )
+    )
+    risk = churn_risk(bgnbd, x, tx, t)
+    out["at_risk"] = risk["at_risk"].to_numpy()
+    out["risk_reason"] = risk["reason"].to_numpy()
+    out = out.reset_index().sort_values("clv", ascending=False)
+    if bgnbd.params is None or gg.params is None:  # fit() sets them or raises
+        raise RuntimeError("CLV models were not fitted")
+    params = {**bgnbd.params._asdict(), **gg.params._asdict()}
+    return out.reset_index(drop=True), params
+
+
+def set_channel_costs(con: duckdb.DuckDBPyConnection, workspace_id: int, costs: pd.DataFrame) -> int:
+    """Upsert per-channel daily costs (columns ``channel``, ``day``, ``cost``); returns rows written."""
+    missing = {"channel", "day", "cost"} - set(costs.columns)
+    if missing:
+        raise InvalidInput(
+            f"the cost table needs columns channel, day, cost (missing {', '.join(sorted(missing))})"
+        )
+    frame = pd.DataFrame(
+        {
+            "workspace_id": workspace_id,
+            "channel": costs["channel"].astype(str).str.strip().str.lower(),
+            "day": pd.to_datetime(costs["day"], errors="coerce").dt.date,
+            "cost": pd.to_numeric(costs["cost"], errors="coerce"),
+        }
+    )
+    bad = frame[frame["day"].isna() | frame["cost"].isna() | (frame["channel"] == "")]
+    if len(bad):
+        line = int(bad.index[0]) + 2  # header is line 1
+        raise InvalidInput(f"cost row on line {line} needs a channel, a date and a number", field="costs")
+    con.begin()
+    try:
+        con.register("new_costs", frame)
+        con.execute(
+            """INSERT INTO channel_costs SELECT workspace_id, channel, day, SUM(cost) FROM new_costs
+               GROUP BY workspace_id, channel, day
+               ON CONFLICT (workspace_id, channel, day) DO UPDATE SET cost = excluded.cost"""
+        )
+        con.unregister("new_costs")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return len(frame)

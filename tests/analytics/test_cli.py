@@ -1,0 +1,132 @@
+"""`lifeloop analytics …` in a subprocess, as an operator runs it."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from lifeloop.config import Settings
+from lifeloop.events.messages import parse_message
+from lifeloop.events.service import ingest
+from lifeloop.profiles.resolver import resolve_pending
+from lifeloop.workspaces.models import SourceKey
+from tests.cli_helpers import run_cli
+from tests.conftest import Brand
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def shop_history(engine: sa.Engine, brand: Brand) -> int:
+    """40 customers over 120 days: views, and orders at a customer-specific rate."""
+    rng = random.Random(3)
+    raw = []
+    for c in range(40):
+        rate = rng.choice([0.0, 0.02, 0.05, 0.1])
+        channel = rng.choice(["line", "ads"])
+        for d in range(rng.randrange(0, 30), 120, rng.randrange(1, 6)):
+            ts = (T0 + timedelta(days=d, hours=rng.randrange(0, 24))).isoformat()
+            ctx = {"channel": channel}
+            raw.append(
+                {
+                    "type": "track",
+                    "userId": f"c{c}",
+                    "event": "Product Viewed",
+                    "timestamp": ts,
+                    "context": ctx,
+                }
+            )
+            if rng.random() < rate * 5:
+                props = {"revenue": round(rng.uniform(10, 200), 2)}
+                raw.append({"type": "track", "userId": f"c{c}", "event": "Order Completed", "timestamp": ts,
+                            "properties": props})  # fmt: skip
+    now = datetime.now(UTC)
+    key = SourceKey(workspace_id=brand.workspace_id, source_id=brand.source_id)
+    ingest(engine, key, [parse_message(m, received_at=now) for m in raw])
+    resolve_pending(engine)
+    return len(raw)
+
+
+@pytest.mark.slow  # a dozen CLI processes
+def test_sync_metrics_exports_rfm_clv_and_costs(
+    settings: Settings, engine: sa.Engine, brand: Brand, tmp_path: Path
+) -> None:
+    total = shop_history(engine, brand)
+    store = tmp_path / "analytics.duckdb"
+
+    def cli(*args: str):
+        return run_cli(["analytics", *args], settings.database_url, LIFELOOP_ANALYTICS_PATH=str(store))
+
+    synced = cli("sync", "--chunk-size", "100", "--settle-seconds", "0")
+    assert synced.exit_code == 0, synced.output
+    assert f"{total} events" in synced.output
+    again = cli("sync")
+    assert again.exit_code == 0 and "0 events" in again.output
+
+    csv_out = tmp_path / "dau.csv"
+    run = cli("metric", "active_users", "-w", "acme", "-p", "start=2024-02-01", "-p", "end=2024-02-29",
+              "-f", "csv", "-o", str(csv_out))  # fmt: skip
+    assert run.exit_code == 0, run.output
+    dau = pd.read_csv(csv_out)
+    assert list(dau.columns) == ["day", "dau", "wau", "mau", "stickiness"] and len(dau) == 29
+    assert dau["mau"].max() > 0
+
+    parquet_out = tmp_path / "funnel.parquet"
+    run = cli("metric", "funnel", "-w", "acme", "-p", "start=2024-01-01", "-p", "end=2024-04-30",
+              "-p", "steps=Product Viewed,Order Completed", "-f", "parquet",
+              "-o", str(parquet_out))  # fmt: skip
+    assert run.exit_code == 0, run.output
+    funnel = pd.read_parquet(parquet_out)
+    assert funnel["users"].tolist()[0] == 40
+
+    run = cli("metric", "retention", "-w", "acme", "-p", "start=2024-01-01", "-p", "end=2024-01-31",
+              "-f", "json")  # fmt: skip
+    assert run.exit_code == 0, run.output
+    chart = json.loads(run.stdout)
+    assert chart["metric"] == "retention" and chart["columns"][:2] == ["cohort", "users"]
+
+    table = cli("metric", "repeat_purchase", "-w", "acme", "-p", "start=2024-01-01", "-p", "end=2024-04-30")
+    assert table.exit_code == 0 and "repeat_rate" in table.output
+
+    costs = tmp_path / "costs.csv"
+    costs.write_text("channel,day,cost\nLINE,2024-01-05,100\nads,2024-01-05,250.5\n", encoding="utf-8")
+    assert cli("costs", str(costs), "-w", "acme").exit_code == 0
+    run = cli(
+        "metric", "channel_roi", "-w", "acme", "-p", "start=2024-01-01", "-p", "end=2024-04-30", "-f", "json"
+    )
+    rows = {r[0]: r for r in json.loads(run.stdout)["data"]}
+    assert rows["line"][4] == 100 and rows["ads"][4] == 250.5
+
+    scores = tmp_path / "rfm.csv"
+    rfm = cli("rfm", "-w", "acme", "--as-of", "2024-05-01", "-o", str(scores))
+    assert rfm.exit_code == 0, rfm.output
+    assert "high_value" in rfm.output or "sleeping" in rfm.output
+    assert len(pd.read_csv(scores)) == 40
+
+    clv = cli("clv", "-w", "acme", "--months", "6", "-f", "csv", "-o", str(tmp_path / "clv.csv"))
+    assert clv.exit_code == 0, clv.output
+    assert "fitted: r=" in clv.output
+    value = pd.read_csv(tmp_path / "clv.csv")
+    assert {"user_id", "p_alive", "clv", "at_risk"} <= set(value.columns) and (value["clv"] >= 0).all()
+
+
+def test_bad_input_exits_with_a_sentence(settings: Settings, brand: Brand, tmp_path: Path) -> None:
+    env = {"LIFELOOP_ANALYTICS_PATH": str(tmp_path / "a.duckdb")}
+    cases = [
+        (["metric", "nope", "-w", "acme", "-p", "start=2024-01-01", "-p", "end=2024-01-02"],
+         "no metric 'nope'"),
+        (["metric", "new_users", "-w", "acme", "-p", "start=2024-01-01"], "end"),
+        (["metric", "new_users", "-w", "acme", "-p", "oops"], "key=value"),
+        (["metric", "new_users", "-w", "acme", "-p", "start=2024-01-01", "-p", "end=2024-01-02",
+          "-f", "parquet"], "--out"),
+        (["clv", "-w", "acme"], "no orders"),
+    ]  # fmt: skip
+    for args, message in cases:
+        done = run_cli(["analytics", *args], settings.database_url, **env)
+        assert done.exit_code != 0, args
+        assert message in done.output, (args, done.output)
