@@ -214,9 +214,12 @@ def worker(
         float, typer.Option(help="How often time-only stage changes are applied.")
     ] = 60.0,
     deliveries: Annotated[bool, typer.Option(help="Also deliver due messages from the outbox.")] = True,
+    analytics_seconds: Annotated[
+        float, typer.Option(help="How often the analytics store and value tiers are refreshed; 0: never.")
+    ] = 300.0,
 ) -> None:
-    """Run background work: place ingested events on profiles, move stages whose time has come, and
-    deliver due messages from the outbox.
+    """Run background work: place ingested events on profiles, move stages whose time has come,
+    deliver due messages from the outbox, and keep the analytics store and value tiers current.
 
     Several workers may run at once: they take turns per workspace and never claim a message twice.
     """
@@ -241,6 +244,18 @@ def worker(
             name="lifeloop-delivery",
         )
         delivery.start()
+    analytics: threading.Thread | None = None
+    if analytics_seconds > 0 and not once:
+        from lifeloop.analytics.refresh import run_refresh_loop
+        from lifeloop.analytics.store import default_path
+
+        analytics = threading.Thread(
+            target=run_refresh_loop,
+            args=(engine, default_path()),
+            kwargs={"stop": stop, "every": analytics_seconds},
+            name="lifeloop-analytics",
+        )
+        analytics.start()
     err.print("worker started; Ctrl+C stops it after the current batch")
     next_sweep = 0.0
     while not stop.is_set():
@@ -254,8 +269,9 @@ def worker(
             return
         if not placed:
             stop.wait(idle_seconds)
-    if delivery is not None:
-        delivery.join()
+    for thread in (delivery, analytics):
+        if thread is not None:
+            thread.join()
 
 
 @app.command()

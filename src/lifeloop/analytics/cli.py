@@ -188,6 +188,9 @@ def rfm(
     ] = Format.csv,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every user's scores here.")] = None,
     store: StorePath = None,
+    write_back: Annotated[
+        bool, typer.Option(help="Also write each customer's layer to the value_tier trait (contact policy).")
+    ] = False,
 ) -> None:
     """Score RFM, assign value layers and segments (stored in the analytics store), show users per layer."""
     from pydantic import ValidationError
@@ -207,6 +210,11 @@ def rfm(
     _emit(counts, Format.table, None, title=f"value layers as of {at:%Y-%m-%d %H:%M} UTC", chart=None)
     if out is not None:
         _emit(scores, fmt, out, title="RFM scores", chart=None)
+    if write_back:
+        from lifeloop.analytics.rfm import write_value_tiers
+
+        changed = write_value_tiers(open_engine(), _path(store), ws, now=at)
+        console.print(f"value_tier written: {changed:,} profiles changed tier")
 
 
 @analytics_app.command()

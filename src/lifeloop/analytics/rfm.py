@@ -26,14 +26,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import Engine
 
 from lifeloop.analytics.metrics.base import ORDER_EVENT, events_cte, lit
 from lifeloop.analytics.store import store
+from lifeloop.profiles.service import set_trait
 
 LAYERS = ("high_value", "new", "potential", "lost", "sleeping", "regular")
 
@@ -179,3 +181,19 @@ def value_tiers(path: str | Path, workspace_id: int) -> dict[int, str]:
             "SELECT user_id, layer FROM rfm_scores WHERE workspace_id = ?", [workspace_id]
         ).fetchall()
     return {int(user): layer for user, layer in rows}
+
+
+def write_value_tiers(
+    engine: Engine, path: str | Path, workspace_id: int, *, now: datetime | None = None
+) -> int:
+    """Score RFM in the analytics store and write each customer's layer to the ``value_tier`` trait,
+    which the contact policy (frequency caps) and segment conditions (``trait.value_tier``) read.
+
+    Returns how many profiles changed tier. Run it after a sync.
+    """
+    now = now or datetime.now(UTC)
+    with store(path) as con:
+        score_rfm(con, workspace_id, as_of=now)
+    tiers: dict[int, Any] = dict(value_tiers(path, workspace_id))
+    with engine.begin() as conn:
+        return set_trait(conn, workspace_id, "value_tier", tiers, now=now)

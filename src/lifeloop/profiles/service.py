@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select, update
 
 from lifeloop.errors import InvalidInput, NotFound
 from lifeloop.events import store as event_store
@@ -144,3 +144,40 @@ def profile_timeline(
     page, more = rows[:limit], len(rows) > limit
     next_cursor = encode_cursor(page[-1]["timestamp"], page[-1]["id"]) if more else None
     return page, next_cursor
+
+
+def set_trait(
+    conn: Connection, workspace_id: int, trait: str, values: dict[int, Any], *, now: datetime
+) -> int:
+    """Set one trait on many live profiles (None removes it); returns how many profiles changed.
+
+    For values lifeloop derives itself, such as the RFM ``value_tier``; identify calls set the rest.
+    """
+    changed: list[dict[str, Any]] = []
+    ids = sorted(values)
+    for start in range(0, len(ids), 900):
+        rows = conn.execute(
+            select(profiles.c.id, profiles.c.traits).where(
+                profiles.c.workspace_id == workspace_id,
+                profiles.c.id.in_(ids[start : start + 900]),
+                profiles.c.merged_into.is_(None),
+            )
+        )
+        for row in rows:
+            traits = dict(row.traits or {})
+            value = values[row.id]
+            if traits.get(trait) == value and (value is not None or trait not in traits):
+                continue
+            if value is None:
+                traits.pop(trait, None)
+            else:
+                traits[trait] = value
+            changed.append({"b_id": row.id, "b_traits": traits})
+    if changed:
+        conn.execute(
+            update(profiles)
+            .where(profiles.c.workspace_id == workspace_id, profiles.c.id == bindparam("b_id"))
+            .values(traits=bindparam("b_traits"), updated_at=now),
+            changed,
+        )
+    return len(changed)
