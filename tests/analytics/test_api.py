@@ -97,7 +97,7 @@ def test_rfm_layers(client: TestClient, brand: Brand, analytics: Path) -> None:
 
 BAD = [
     ("/api/v1/analytics/nope", {"start": "2024-05-06", "end": "2024-05-07"}, 404, None),
-    ("/api/v1/analytics/new_users", {"start": "2024-05-06"}, 400, "end"),
+    ("/api/v1/analytics/new_users", {"end": "2024-13-01"}, 400, "end"),
     ("/api/v1/analytics/new_users", {"start": "2024-05-09", "end": "2024-05-07"}, 400, None),
     ("/api/v1/analytics/new_users", {"start": "yesterday", "end": "2024-05-07"}, 400, "start"),
     (

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import abstractmethod
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
 import duckdb
@@ -129,8 +129,10 @@ class Metric(BaseModel):
     title: ClassVar[str]
 
     workspace_id: int
-    start: date = Field(description="First day of the range (workspace time zone), inclusive.")
-    end: date = Field(description="Last day of the range, inclusive.")
+    start: date = Field(
+        description="First day of the range (workspace time zone), inclusive; default end − 89 days."
+    )
+    end: date = Field(description="Last day of the range, inclusive; default today (UTC).")
     segment: str | None = Field(default=None, description="Only users currently in this segment.")
     stage: str | None = Field(default=None, description="Only users whose current lifecycle stage is this.")
     stage_model: str | None = Field(default=None, description="Lifecycle model the `stage` filter refers to.")
@@ -140,6 +142,24 @@ class Metric(BaseModel):
     @classmethod
     def _lower_channel(cls, value: str | None) -> str | None:
         return value.strip().lower() if value else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_range(cls, data: Any) -> Any:
+        """Without a range, the last 90 days: what a dashboard shows first."""
+        if not isinstance(data, dict) or (data.get("start") and data.get("end")):
+            return data
+        data = dict(data)
+        if not data.get("end"):
+            data["end"] = datetime.now(UTC).date()
+        if not data.get("start"):
+            end = data["end"]
+            try:
+                end = end if isinstance(end, date) else date.fromisoformat(str(end))
+            except ValueError:
+                return data  # the field validator explains the bad end
+            data["start"] = end - timedelta(days=89)
+        return data
 
     @model_validator(mode="after")
     def _range(self) -> Metric:
