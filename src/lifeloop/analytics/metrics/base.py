@@ -157,7 +157,7 @@ class Metric(BaseModel):
             try:
                 end = end if isinstance(end, date) else date.fromisoformat(str(end))
             except ValueError:
-                return data  # the field validator explains the bad end
+                end = datetime.now(UTC).date()  # the field validator reports the bad end itself
             data["start"] = end - timedelta(days=89)
         return data
 
