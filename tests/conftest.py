@@ -178,3 +178,10 @@ def live_server(settings: Settings, engine: sa.Engine) -> Iterator[LiveServer]:
     yield LiveServer(url=f"http://127.0.0.1:{port}", server=server, thread=thread)
     server.should_exit = True
     thread.join(timeout=10)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Spark tests all go to one xdist worker (``--dist loadgroup``): one Spark session per run."""
+    for item in items:
+        if item.get_closest_marker("spark") is not None:
+            item.add_marker(pytest.mark.xdist_group("spark"))

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
             "`lifeloop worker` processes do it."
         ),
     )
+    analytics_engine: str = Field(default="duckdb", pattern="^(duckdb|spark)$", description="duckdb|spark")
+    spark_master: str = Field(default="local[2]", description="Spark master URL when the engine is spark.")
 
     @field_validator("database_url")
     @classmethod

@@ -120,7 +120,7 @@ def test_bad_input_exits_with_a_sentence(settings: Settings, brand: Brand, tmp_p
     cases = [
         (["metric", "nope", "-w", "acme", "-p", "start=2024-01-01", "-p", "end=2024-01-02"],
          "no metric 'nope'"),
-        (["metric", "new_users", "-w", "acme", "-p", "start=2024-01-01"], "end"),
+        (["metric", "new_users", "-w", "acme", "-p", "end=2024-02-30"], "end"),
         (["metric", "new_users", "-w", "acme", "-p", "oops"], "key=value"),
         (["metric", "new_users", "-w", "acme", "-p", "start=2024-01-01", "-p", "end=2024-01-02",
           "-f", "parquet"], "--out"),

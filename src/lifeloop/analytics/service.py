@@ -16,9 +16,10 @@ from lifeloop.analytics.clv import (
     churn_risk,
     customer_lifetime_value,
 )
+from lifeloop.analytics.engines import engine_for
 from lifeloop.analytics.metrics import MetricResult, build_metric
 from lifeloop.analytics.metrics.base import ORDER_EVENT, events_cte, lit
-from lifeloop.analytics.store import store
+from lifeloop.config import get_settings
 from lifeloop.errors import InvalidInput
 
 
@@ -29,8 +30,8 @@ def run_metric(path: str | Path, workspace_id: int, name: str, params: dict[str,
             "workspace_id is not a parameter; it comes from the API token", field="workspace_id"
         )
     metric = build_metric(name, {**params, "workspace_id": workspace_id})
-    with store(path) as con:
-        return metric.run(con)
+    # DuckDB unless LIFELOOP_ANALYTICS_ENGINE=spark: the same SQL, transpiled (engines/spark.py).
+    return engine_for(get_settings(), path).run_metric(metric)
 
 
 def clv_summary_query(workspace_id: int, as_of: date, freq_days: float = 7.0) -> str:
