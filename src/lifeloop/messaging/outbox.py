@@ -52,10 +52,13 @@ def enqueue(
     send_at: datetime | None = None,
     fallback_of: int | None = None,
     now: datetime | None = None,
+    dead_reason: str | None = None,
 ) -> tuple[OutboxEntry, bool]:
     """Queue one message; the same key again returns the stored message (and False) instead of a copy.
 
     Reusing a key for a different message is a ``Conflict``: the key names one message forever.
+    With ``dead_reason`` the message is recorded straight as a dead letter (never sent), e.g. when
+    its template failed to render.
     """
     if channel not in CHANNELS:
         raise InvalidInput(f"channel must be one of {', '.join(CHANNELS)}", field="channel")
@@ -82,7 +85,8 @@ def enqueue(
         "idempotency_key": idempotency_key,
         "transactional": transactional,
         "optimize_send_time": optimize_send_time and not transactional,
-        "status": "queued",
+        "status": "dead" if dead_reason else "queued",
+        "last_error": dead_reason[:1000] if dead_reason else None,
         "attempts": 0,
         "next_attempt_at": max(send_at or now, now),
         "fallback_of": fallback_of,

@@ -151,16 +151,23 @@ def send_message(
 ) -> tuple[OutboxEntry, bool]:
     """Queue a message for a profile (recipient from its identities at send time) or a bare address.
 
-    ``content`` is the rendered body; without it ``template`` is rendered now for the profile (a
-    rendering error refuses the message, nothing half-rendered is queued). The contact policy is
-    applied when the worker sends it, not here: consent or quiet hours may have changed by then.
+    ``content`` is the rendered body; without it ``template`` is rendered now for the profile. A
+    template that fails to render is never sent: the message is recorded as a dead letter with the
+    reason, and returned with status ``dead``. The contact policy is applied when the worker sends
+    it, not here: consent or quiet hours may have changed by then.
     """
+    from lifeloop.messaging.templates.render import TemplateRenderError
     from lifeloop.profiles.service import resolve_profile_id
 
     if profile_id is not None:
         profile_id = resolve_profile_id(conn, workspace_id, profile_id)
+    dead_reason: str | None = None
     if content is None and template is not None:
-        content = _render(conn, workspace_id, template, channel=channel, profile_id=profile_id)
+        try:
+            content = _render(conn, workspace_id, template, channel=channel, profile_id=profile_id)
+        except TemplateRenderError as error:
+            dead_reason = f"template {template!r} did not render: {error.message}"
+            content = {"template_error": error.message}
     if content is None:
         raise InvalidInput("give the rendered content or a template key", field="content")
     if send_at is not None and send_at.tzinfo is None:
@@ -179,6 +186,7 @@ def send_message(
         transactional=transactional,
         optimize_send_time=optimize_send_time,
         send_at=send_at,
+        dead_reason=dead_reason,
     )
 
 

@@ -265,7 +265,6 @@ def test_a_template_is_rendered_for_the_profile_when_queued(
     engine: sa.Engine, brand: Brand, webhook: FakeWebhookServer, adapters: Adapters
 ) -> None:
     from lifeloop.messaging.service import send_message
-    from lifeloop.messaging.templates.render import TemplateRenderError
     from lifeloop.messaging.templates.service import create_template
 
     pid = make_profile(engine, brand, "u1", traits={"name": "Mei"})
@@ -295,8 +294,8 @@ def test_a_template_is_rendered_for_the_profile_when_queued(
             idempotency_key="t1",
         )
     assert entry.content == {"text": "Hi Mei"} and entry.template == "hello"
-    with pytest.raises(TemplateRenderError), engine.begin() as conn:
-        send_message(
+    with engine.begin() as conn:
+        broken, _ = send_message(
             conn,
             brand.workspace_id,
             channel="webhook",
@@ -305,5 +304,16 @@ def test_a_template_is_rendered_for_the_profile_when_queued(
             template="broken",
             idempotency_key="t2",
         )
+    # Never sent, and the failure is recorded with its reason as a dead letter.
+    assert broken.status == "dead"
+    assert broken.last_error is not None and "'broken' did not render" in broken.last_error
+    assert "no_such_filter" in broken.last_error
     drain(engine, adapters)
     assert webhook.accepted["t1"]["content"] == {"text": "Hi Mei"} and "t2" not in webhook.accepted
+    with engine.connect() as conn:
+        status = conn.execute(
+            sa.select(outbox.c.status).where(
+                outbox.c.workspace_id == brand.workspace_id, outbox.c.idempotency_key == "t2"
+            )
+        ).scalar_one()
+    assert status == "dead"
