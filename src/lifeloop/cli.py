@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lifeloop.analytics.cli import analytics_app
+from lifeloop.audience.cli import segments_app, tags_app
 from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
 from lifeloop.config import get_settings
 from lifeloop.errors import LifeloopError
@@ -30,6 +31,8 @@ app.add_typer(messages_app, name="messages")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(analytics_app, name="analytics")
 app.add_typer(lifecycle_app, name="lifecycle")
+app.add_typer(tags_app, name="tags")
+app.add_typer(segments_app, name="segments")
 app.command("recompute")(recompute)
 
 
@@ -228,6 +231,7 @@ def worker(
     import threading
     import time
 
+    from lifeloop.audience import service as audience
     from lifeloop.lifecycle.service import sweep, workspaces_with_models
     from lifeloop.messaging.delivery_worker import run_delivery_worker
     from lifeloop.profiles.resolver import resolve_pending
@@ -263,6 +267,7 @@ def worker(
         swept = 0
         if once or time.monotonic() >= next_sweep:
             swept = sum(sweep(engine, ws) for ws in workspaces_with_models(engine))
+            swept += sum(audience.sweep(engine, ws) for ws in audience.workspaces_to_sweep(engine))
             next_sweep = time.monotonic() + sweep_seconds
         if once:
             console.print(f"{placed} events placed on profiles, {swept} profiles re-evaluated by time")

@@ -83,6 +83,7 @@ def stages(workspace: WorkspaceOption) -> None:
 @explains_errors
 def recompute(workspace: WorkspaceOption) -> None:
     """Rebuild computed properties and stages from the event log, with a progress bar."""
+    from lifeloop.audience.batch import recompute_audience
     from lifeloop.lifecycle import service
 
     engine = open_engine()
@@ -96,3 +97,4 @@ def recompute(workspace: WorkspaceOption) -> None:
 
         changes = service.recompute(engine, workspace_id, on_progress=advance)
     console.print(f"{len(changes):,} stage changes recorded")
+    console.print(f"{len(recompute_audience(engine, workspace_id)):,} tag and segment changes recorded")

@@ -16,9 +16,25 @@ re-evaluated and stays); one that is late would delay a change, so every bound e
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Interval,
+    Select,
+    String,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 
 from lifeloop.conditions import ProfileView
 from lifeloop.conditions.ast import (
@@ -38,7 +54,19 @@ from lifeloop.conditions.ast import (
 )
 from lifeloop.conditions.views import matches
 from lifeloop.events.models import events
-from lifeloop.profiles.computed import EPOCH, event_name
+from lifeloop.lifecycle.models import lifecycle_rechecks
+from lifeloop.profiles.computed import (
+    EPOCH,
+    INTERACTION_TYPES,
+    NON_INTERACTION_EVENTS,
+    computed_event_days,
+    computed_event_times,
+    day_start,
+    epoch_day,
+    event_name,
+)
+from lifeloop.profiles.models import profiles
+from lifeloop.store.schema import Id, UTCDateTime
 
 DAY = timedelta(days=1)
 
@@ -121,3 +149,214 @@ def next_recheck(
                     moments.append(_next_iso_week(now))
     ahead = [m for m in moments if m > now]
     return min(ahead) if ahead else None
+
+
+# --- the same schedule for many profiles at once, in SQL (recompute) --------------------------------
+_SEEN = {
+    "first_seen": ("first", None),
+    "last_seen": ("last", None),
+    "first_interaction": ("first", Interaction()),
+    "last_interaction": ("last", Interaction()),
+}
+
+
+def _bucket_names(column: Any, selector: Selector | None) -> list[ColumnElement[bool]]:
+    """Rows of the computed tables (keyed by event name) that ``selector`` selects."""
+    if selector is None:
+        return []
+    if isinstance(selector, Interaction):
+        return [~column.startswith("$"), column.not_in(sorted(NON_INTERACTION_EVENTS))]
+    return [column == selector]
+
+
+def _raw_names(e: Any, selector: Selector) -> ColumnElement[bool]:
+    """Raw events whose name (``profiles.computed.event_name``) ``selector`` selects."""
+    if isinstance(selector, Interaction):
+        track = and_(
+            e.c.type == "track", ~e.c.event.startswith("$"), e.c.event.not_in(sorted(NON_INTERACTION_EVENTS))
+        )
+        return or_(e.c.type.in_([t for t in INTERACTION_TYPES if t != "track"]), track)
+    named = and_(e.c.type == "track", e.c.event == selector)
+    for type_, name in (("page", "Page Viewed"), ("screen", "Screen Viewed")):
+        if selector == name:
+            return or_(named, e.c.type == type_)
+    if selector.startswith("$") and selector[1:] not in INTERACTION_TYPES:
+        return or_(named, e.c.type == selector[1:])
+    return named
+
+
+class _Schedule:
+    """Candidate recheck moments as ``SELECT profile_id, at`` queries over a range of profile ids.
+
+    Time arithmetic per database: SQLite keeps UTC times as ``YYYY-MM-DD HH:MM:SS.ffffff`` text, so a
+    moment is shifted on its whole seconds and keeps its fraction (exact, and the text still sorts as
+    time); PostgreSQL adds intervals of seconds (never of days, which follow the session time zone).
+    """
+
+    def __init__(self, conn: Connection, workspace_id: int, now: datetime, low: int, high: int):
+        self.ws, self.now, self.low, self.high = workspace_id, now, low, high
+        self.pg = conn.dialect.name == "postgresql"
+        self._times: dict[tuple[str, Selector | None], Any] = {}
+
+    def at(self, moment: datetime) -> ColumnElement[Any]:
+        """A constant time, comparable with stored times (text on SQLite)."""
+        if self.pg:
+            return literal(moment, UTCDateTime())
+        return literal(moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), String())
+
+    def plus(self, moment: Any, seconds: Any) -> ColumnElement[Any]:
+        if self.pg:
+            return moment + func.make_interval(0, 0, 0, 0, 0, 0, seconds, type_=Interval)
+        shift = func.printf("%+d seconds", seconds, type_=String)
+        whole = func.strftime("%Y-%m-%d %H:%M:%S", func.substr(moment, 1, 19), shift, type_=String)
+        return whole + func.substr(moment, 20, type_=String)
+
+    def day_start_plus(self, day: Any, seconds: int) -> ColumnElement[Any]:
+        if self.pg:
+            return func.to_timestamp(day * 86400 + seconds, type_=UTCDateTime)
+        whole = func.strftime("%Y-%m-%d %H:%M:%S", day * 86400 + seconds, "unixepoch", type_=String)
+        return whole + ".000000"
+
+    def profiles(self, column: Any) -> list[ColumnElement[bool]]:
+        return [column >= self.low, column <= self.high]
+
+    @staticmethod
+    def time_key(node: object) -> tuple[str, Selector | None] | None:
+        """(first/last, selector) of a time value; None for now(), which crosses no threshold."""
+        if isinstance(node, Seen):
+            return _SEEN[node.which]
+        if isinstance(node, EventTime):
+            return node.which, node.selector
+        return None
+
+    def times(self, key: tuple[str, Selector | None]) -> Any:
+        """``(profile_id, t)`` of a time value (first_seen, last("X"), …) per profile that has one."""
+        if key not in self._times:
+            edge, selector = key
+            t = computed_event_times.c
+            column = func.min(t.first_at) if edge == "first" else func.max(t.last_at)
+            self._times[key] = (
+                select(t.profile_id, column.label("t"))
+                .where(
+                    t.workspace_id == self.ws, *self.profiles(t.profile_id), *_bucket_names(t.event, selector)
+                )
+                .group_by(t.profile_id)
+                .subquery()
+            )
+        return self._times[key]
+
+    def thresholds(self, key: tuple[str, Selector | None], days: set[int]) -> Select[Any]:
+        """``days_since(t) <op> n`` can flip at t + n and t + n+1 days: the first of those still ahead,
+        for every ``n`` at once (one scan and one time shift per profile)."""
+        times = self.times(key)
+        t = times.c.t
+        shifts = sorted({d for n in days for d in (n, n + 1)})
+        # t + k days > now ⟺ t > now − k days; the first k (ascending) that holds gives the earliest.
+        moment = case(*((t > self.at(self.now - k * DAY), self.plus(t, k * 86400)) for k in shifts))
+        return select(times.c.profile_id, moment)
+
+    def window_exit(self, selector: Selector, window: timedelta) -> list[Select[Any]]:
+        """When the oldest selected event now in the window leaves it.
+
+        Whole days after the window's first day come from the daily buckets (the day's start stands in
+        for its events: early by less than a day); the first, partial day from the raw events of the
+        profiles with a bucket that day, through the ``(workspace, profile, timestamp)`` index.
+        """
+        since = self.now - window
+        first_day, seconds = epoch_day(since), int(window.total_seconds())
+        b = computed_event_days.c
+        mine = (b.workspace_id == self.ws, *self.profiles(b.profile_id), *_bucket_names(b.event, selector))
+        buckets = select(b.profile_id, func.min(b.day).label("day")).where(*mine, b.day > first_day)
+        buckets_sq = buckets.group_by(b.profile_id).subquery()
+        edge = select(b.profile_id).where(*mine, b.day == first_day)
+        e = events.c
+        raw = (
+            select(e.profile_id, func.min(e.timestamp).label("t"))
+            .where(
+                e.workspace_id == self.ws,
+                e.profile_id.in_(edge),
+                e.timestamp > literal(since, UTCDateTime()),
+                e.timestamp < literal(day_start(first_day + 1), UTCDateTime()),
+                _raw_names(events, selector),
+            )
+            .group_by(e.profile_id)
+            .subquery()
+        )
+        return [
+            select(buckets_sq.c.profile_id, self.day_start_plus(buckets_sq.c.day, seconds)),
+            select(raw.c.profile_id, self.plus(raw.c.t, seconds)),
+        ]
+
+    def week_boundary(self, weeks: int) -> list[Select[Any]]:
+        times = self.times(_SEEN["last_interaction"])
+        recent = self.now - (weeks + 1) * 7 * DAY
+        boundary = self.at(_next_iso_week(self.now))
+        return [select(times.c.profile_id, boundary).where(times.c.t > self.at(recent))]
+
+
+def write_rechecks(
+    conn: Connection,
+    workspace_id: int,
+    model: str,
+    conditions: Iterable[Condition],
+    *,
+    now: datetime,
+    low: int,
+    high: int,
+) -> None:
+    """``next_recheck`` for every live profile with an id in ``low..high``, computed and stored by one
+    ``INSERT … SELECT`` (after deleting the range's old rechecks).
+
+    Each moment is the per-profile one or earlier, never later: day buckets stand in for the raw events
+    of whole days, so a window's exit can come up to a day early (the sweep then re-evaluates the
+    profile, finds it unchanged and stores the exact time).
+    """
+    plan = _Schedule(conn, workspace_id, now, low, high)
+    candidates: list[Select[Any]] = []
+    thresholds: dict[tuple[str, Selector | None], set[int]] = {}
+    for condition in conditions:
+        for node in _nodes(condition):
+            if isinstance(node, Compare):
+                for side, other in ((node.left, node.right), (node.right, node.left)):
+                    if not isinstance(side, DaysSince):
+                        continue
+                    # The parser only lets days_since(…) be compared with a number.
+                    key = plan.time_key(side.time)
+                    if (
+                        key is not None
+                        and isinstance(other, Literal)
+                        and isinstance(other.value, int | float)
+                    ):
+                        thresholds.setdefault(key, set()).add(max(0, int(other.value)))
+            elif isinstance(node, Count | Sum | ActiveDays) and node.within:
+                window = parse_duration(node.within)
+                if window is not None:
+                    selector = Interaction() if isinstance(node, ActiveDays) else node.selector
+                    candidates += plan.window_exit(selector, window)
+            elif isinstance(node, ActiveWeeks):
+                candidates += plan.week_boundary(node.weeks)
+    candidates += [plan.thresholds(key, days) for key, days in thresholds.items()]
+    r = lifecycle_rechecks.c
+    conn.execute(
+        delete(lifecycle_rechecks).where(
+            r.workspace_id == workspace_id, r.model == model, r.profile_id >= low, r.profile_id <= high
+        )
+    )
+    if not candidates:
+        return
+    moments = union_all(*candidates).subquery()
+    pid, at = moments.c[0], moments.c[1]
+    live = select(profiles.c.id).where(
+        profiles.c.workspace_id == workspace_id,
+        profiles.c.merged_into.is_(None),
+        profiles.c.id >= low,
+        profiles.c.id <= high,
+    )
+    source = (
+        select(literal(workspace_id, Id), pid, literal(model, String()), func.min(at))
+        .where(at > plan.at(now), pid.in_(live))
+        .group_by(pid)
+    )
+    conn.execute(
+        insert(lifecycle_rechecks).from_select(["workspace_id", "profile_id", "model", "recheck_at"], source)
+    )

@@ -9,37 +9,28 @@ batch path runs each stage's condition for all profiles as one SQL query.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, case, delete, func, insert, literal, select, update
 
-from lifeloop.conditions import StoredProfile, matching_profiles
+from lifeloop.conditions import StoredProfile, compile_condition
 from lifeloop.errors import NotFound
-from lifeloop.events import store as event_store
-from lifeloop.events.messages import Message
+from lifeloop.lifecycle.bulk import ENTERED, EXITED, StageChange, record_changes, replace_rechecks
 from lifeloop.lifecycle.definition import LifecycleModel, load_model, preset
 from lifeloop.lifecycle.models import lifecycle_models, lifecycle_rechecks, profile_stages, stage_history
-from lifeloop.lifecycle.rechecks import next_recheck
+from lifeloop.lifecycle.rechecks import next_recheck, write_rechecks
 from lifeloop.profiles import computed
 from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect, transaction
 from lifeloop.store.locks import RESOLUTION, lock_workspace
 from lifeloop.store.schema import utcnow
 
-ENTERED = "Lifecycle Stage Entered"
-EXITED = "Lifecycle Stage Exited"
-
-
-@dataclass(frozen=True, slots=True)
-class StageChange:
-    profile_id: int
-    model: str
-    from_stage: str | None
-    to_stage: str | None
-    reason: str
+__all__ = ["ENTERED", "EXITED", "StageChange"]  # re-exported for callers of this module
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -133,83 +124,6 @@ def current_stages(
     return {r.profile_id: r.stage for r in rows}
 
 
-def _emit(
-    conn: Connection, workspace_id: int, profile_id: int, name: str, properties: dict, at: datetime, mid: str
-) -> None:
-    """An event lifeloop itself records on a profile, already placed (it needs no resolution)."""
-    message = Message(
-        type="track", message_id=mid, timestamp=at, received_at=at, event=name, properties=properties
-    )
-    ids = event_store.append_events(conn, workspace_id, None, [message])
-    if ids:
-        event_store.place_events(conn, workspace_id, [(ids[0], profile_id)])
-        computed.apply_resolved_events(
-            conn, workspace_id, [computed.ResolvedEvent(profile_id, "track", name, at, properties)]
-        )
-
-
-def _record(
-    conn: Connection, workspace_id: int, model: LifecycleModel, change: StageChange, at: datetime
-) -> None:
-    pid = change.profile_id
-    history_id = conn.execute(
-        insert(stage_history)
-        .values(
-            workspace_id=workspace_id,
-            profile_id=pid,
-            model=model.key,
-            from_stage=change.from_stage,
-            to_stage=change.to_stage,
-            reason=change.reason,
-            at=at,
-        )
-        .returning(stage_history.c.id)
-    ).scalar_one()
-    where = (
-        profile_stages.c.workspace_id == workspace_id,
-        profile_stages.c.profile_id == pid,
-        profile_stages.c.model == model.key,
-    )
-    conn.execute(delete(profile_stages).where(*where))
-    if change.to_stage is not None:
-        conn.execute(
-            insert(profile_stages).values(
-                workspace_id=workspace_id,
-                profile_id=pid,
-                model=model.key,
-                stage=change.to_stage,
-                entered_at=at,
-            )
-        )
-    base = {"model": model.key, "reason": change.reason}
-    if change.from_stage is not None:
-        props = {**base, "stage": change.from_stage, "next_stage": change.to_stage}
-        _emit(conn, workspace_id, pid, EXITED, props, at, f"lifecycle:{history_id}:exited")
-    if change.to_stage is not None:
-        props = {**base, "stage": change.to_stage, "previous_stage": change.from_stage}
-        _emit(conn, workspace_id, pid, ENTERED, props, at, f"lifecycle:{history_id}:entered")
-        emit = model.stage(change.to_stage).emit_on_enter
-        if emit:
-            _emit(conn, workspace_id, pid, emit, props, at, f"lifecycle:{history_id}:{emit}")
-
-
-def _set_recheck(
-    conn: Connection, workspace_id: int, model: str, profile_id: int, at: datetime | None
-) -> None:
-    where = (
-        lifecycle_rechecks.c.workspace_id == workspace_id,
-        lifecycle_rechecks.c.profile_id == profile_id,
-        lifecycle_rechecks.c.model == model,
-    )
-    conn.execute(delete(lifecycle_rechecks).where(*where))
-    if at is not None:
-        conn.execute(
-            insert(lifecycle_rechecks).values(
-                workspace_id=workspace_id, profile_id=profile_id, model=model, recheck_at=at
-            )
-        )
-
-
 def assign_stages(
     conn: Connection, workspace_id: int, profile_ids: Sequence[int], *, now: datetime, reason: str
 ) -> list[StageChange]:
@@ -221,17 +135,18 @@ def assign_stages(
     before = current_stages(conn, workspace_id, model.key, ids)
     conditions = [stage.condition for stage in model.stages]
     changes: list[StageChange] = []
+    times: list[tuple[int, datetime]] = []
     for pid in ids:
         view = StoredProfile(conn, workspace_id, pid, now=now)
         stage = model.stage_for(view)
         to_stage = stage.key if stage else None
         if to_stage != before.get(pid):
-            change = StageChange(pid, model.key, before.get(pid), to_stage, reason)
-            _record(conn, workspace_id, model, change, now)
-            changes.append(change)
-        _set_recheck(
-            conn, workspace_id, model.key, pid, next_recheck(conditions, view, conn, workspace_id, pid)
-        )
+            changes.append(StageChange(pid, model.key, before.get(pid), to_stage, reason))
+        at = next_recheck(conditions, view, conn, workspace_id, pid)
+        if at is not None:
+            times.append((pid, at))
+    record_changes(conn, workspace_id, model, changes, now)
+    replace_rechecks(conn, workspace_id, model.key, times, profile_ids=ids)
     return changes
 
 
@@ -284,14 +199,66 @@ def workspaces_with_models(engine: Engine) -> list[int]:
 
 
 def batch_stages(
-    conn: Connection, workspace_id: int, model: LifecycleModel, *, now: datetime
+    conn: Connection,
+    workspace_id: int,
+    model: LifecycleModel,
+    *,
+    now: datetime,
+    id_range: tuple[int, int] | None = None,
 ) -> dict[int, str]:
-    """Every live profile's stage, computed with one SQL query per stage (first match wins)."""
-    assigned: dict[int, str] = {}
+    """Every live profile's stage (of those with an id in ``id_range``, inclusive) in one query: a ``CASE``
+    over the stages' compiled conditions, in order, so the first that holds wins and later ones are not
+    evaluated for that profile."""
+    branches = []
     for stage in model.stages:
-        for pid in matching_profiles(conn, workspace_id, stage.condition, now=now):
-            assigned.setdefault(pid, stage.key)
-    return assigned
+        compiled = compile_condition(
+            stage.condition, workspace_id=workspace_id, now=now, dialect=conn.dialect.name
+        )
+        branches.append((compiled.whereclause, literal(stage.key)))  # type: ignore[arg-type]
+    stage_of = case(*branches, else_=None).label("stage")
+    rows = select(profiles.c.id, stage_of).where(
+        profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None)
+    )
+    if id_range is not None:
+        rows = rows.where(profiles.c.id >= id_range[0], profiles.c.id <= id_range[1])
+    return {pid: stage for pid, stage in conn.execute(rows) if stage is not None}
+
+
+def _stages_in_parallel(
+    engine: Engine, workspace_id: int, model: LifecycleModel, live: list[int], *, now: datetime, workers: int
+) -> dict[int, str]:
+    """``batch_stages`` over ``workers`` ranges of profile ids at once, each on its own connection: the
+    query is CPU-bound in the database (SQLite runs it without holding Python's GIL)."""
+    size = -(-len(live) // max(workers, 1))
+    ranges = [(live[i], live[min(i + size, len(live)) - 1]) for i in range(0, len(live), size)]
+
+    def run(id_range: tuple[int, int]) -> dict[int, str]:
+        with connect(engine) as conn:
+            return batch_stages(conn, workspace_id, model, now=now, id_range=id_range)
+
+    if len(ranges) <= 1:
+        return run(ranges[0]) if ranges else {}
+    with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="lifeloop-stages") as pool:
+        parts = list(pool.map(run, ranges))
+    return {pid: stage for part in parts for pid, stage in part.items()}
+
+
+def live_profiles(conn: Connection, workspace_id: int) -> list[int]:
+    """Ids of the workspace's profiles that were not merged away, ascending."""
+    query = (
+        select(profiles.c.id)
+        .where(profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None))
+        .order_by(profiles.c.id)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def _stages_between(conn: Connection, workspace_id: int, model: str, low: int, high: int) -> dict[int, str]:
+    s = profile_stages.c
+    query = select(s.profile_id, s.stage).where(
+        s.workspace_id == workspace_id, s.model == model, s.profile_id >= low, s.profile_id <= high
+    )
+    return dict(conn.execute(query).all())
 
 
 def recompute(
@@ -300,51 +267,59 @@ def recompute(
     *,
     now: datetime | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-    chunk_size: int = 1000,
+    chunk_size: int = 20_000,
+    timings: dict[str, float] | None = None,
+    workers: int | None = None,
 ) -> list[StageChange]:
     """Rebuild computed properties and stages of a workspace in batch; records and emits the changes.
 
-    Stages come from the SQL back end; rechecks are then rebuilt per profile for the sweep.
+    Set-based throughout: properties by ``INSERT … SELECT``, every stage by one ``CASE`` query; then,
+    per range of profile ids (one transaction each, ``on_progress(done, total)`` after each), the
+    current stages are compared, the changes written as multi-row statements (history, stage, stage
+    events) and the range's recheck times computed and stored by one ``INSERT … SELECT``. With
+    ``timings``, the seconds spent in each phase are added to it (properties, stages, changes, rechecks).
+    The stage query runs on ``workers`` connections at once (default: one per CPU for large workspaces).
     """
     now = now or utcnow()
+    spent = timings if timings is not None else {}
+
+    def clock(phase: str, started: float) -> None:
+        spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - started
 
     def rebuild_properties(conn: Connection) -> int:
         lock_workspace(conn, RESOLUTION, workspace_id)  # no event is placed while they are rebuilt
         return computed.recompute(conn, workspace_id)
 
+    started = time.perf_counter()
     transaction(engine, rebuild_properties)
+    clock("properties", started)
+    started = time.perf_counter()
     with connect(engine) as conn:
         model = require_active_model(conn, workspace_id)
-        target = batch_stages(conn, workspace_id, model, now=now)
-        live = [
-            r[0]
-            for r in conn.execute(
-                select(profiles.c.id).where(
-                    profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None)
-                )
-            )
-        ]
+        live = live_profiles(conn, workspace_id)
+    if workers is None:  # threads pay off only when the query runs for a while
+        workers = (os.cpu_count() or 1) if len(live) >= 50_000 else 1
+    target = _stages_in_parallel(engine, workspace_id, model, live, now=now, workers=workers)
+    clock("stages", started)
     conditions = [stage.condition for stage in model.stages]
     changes: list[StageChange] = []
     for start in range(0, len(live), chunk_size):
         chunk = live[start : start + chunk_size]
 
         def work(conn: Connection, chunk: list[int] = chunk) -> list[StageChange]:
-            before = current_stages(conn, workspace_id, model.key, chunk)
-            done: list[StageChange] = []
-            for pid in chunk:
-                if target.get(pid) != before.get(pid):
-                    change = StageChange(pid, model.key, before.get(pid), target.get(pid), "recompute")
-                    _record(conn, workspace_id, model, change, now)
-                    done.append(change)
-                view = StoredProfile(conn, workspace_id, pid, now=now)
-                _set_recheck(
-                    conn,
-                    workspace_id,
-                    model.key,
-                    pid,
-                    next_recheck(conditions, view, conn, workspace_id, pid),
-                )
+            # Current stages are read here, in the writing transaction: the resolver may have moved some.
+            started = time.perf_counter()
+            before = _stages_between(conn, workspace_id, model.key, chunk[0], chunk[-1])
+            done = [
+                StageChange(pid, model.key, before.get(pid), target.get(pid), "recompute")
+                for pid in chunk
+                if target.get(pid) != before.get(pid)
+            ]
+            record_changes(conn, workspace_id, model, done, now)
+            clock("changes", started)
+            started = time.perf_counter()
+            write_rechecks(conn, workspace_id, model.key, conditions, now=now, low=chunk[0], high=chunk[-1])
+            clock("rechecks", started)
             return done
 
         changes += transaction(engine, work)

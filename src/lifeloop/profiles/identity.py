@@ -25,6 +25,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from lifeloop.audience import service as audience
 from lifeloop.events import store as event_store
 from lifeloop.events.messages import Message
 from lifeloop.lifecycle import service as lifecycle
@@ -404,6 +405,7 @@ def _store_merge(conn: Connection, workspace_id: int, *, winner: int, merge: _Me
     moved = event_store.move_events(conn, workspace_id, from_profile=loser, to_profile=winner)
     computed.merge_profiles(conn, workspace_id, loser=loser, winner=winner)
     lifecycle.forget_profile(conn, workspace_id, loser)  # the winner is re-evaluated with its batch
+    audience.merge_profiles(conn, workspace_id, loser=loser, winner=winner)
     conn.execute(
         insert(profile_merges).values(
             workspace_id=workspace_id,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine
 
+from lifeloop.audience import service as audience
 from lifeloop.events import store as event_store
 from lifeloop.events.messages import message_from_row
 from lifeloop.lifecycle import service as lifecycle
@@ -47,6 +48,7 @@ def resolve_batch(conn: Connection, workspace_id: int, *, batch_size: int = DEFA
         [computed.ResolvedEvent(placed[r.id], r.type, r.event, r.timestamp, r.properties) for r in rows],
     )
     lifecycle.assign_stages(conn, workspace_id, sorted(set(placed.values())), now=now, reason="event")
+    audience.refresh(conn, workspace_id, rows, placed, now=now)
     return len(rows)
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from lifeloop import __version__
 from lifeloop.analytics.routes import router as analytics_router
+from lifeloop.audience.routes import router as audience_router
 from lifeloop.config import Settings, get_settings
 from lifeloop.events.routes import router as ingest_router
 from lifeloop.lifecycle.routes import router as lifecycle_router
@@ -63,4 +64,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(templates_router)
     app.include_router(messaging_router)
     app.include_router(analytics_router)
+    app.include_router(audience_router)
     return app
