@@ -44,7 +44,7 @@ from lifeloop.workspaces.models import workspaces
 
 # Events lifeloop emits itself never count as the user's interaction (PRESETS.md); the same set as the
 # profiles' computed properties use, plus the journey engine's own events.
-SYSTEM_EVENTS = NON_INTERACTION_EVENTS | {"Journey Entered", "Journey Exited"}
+SYSTEM_EVENTS = NON_INTERACTION_EVENTS
 INTERACTIVE_TYPES = frozenset({"track", "page", "screen"})
 REVENUE_KEYS = ("revenue", "total", "value")
 # Profiles committed out of updated_at order (a long transaction) are caught by re-reading this far back.

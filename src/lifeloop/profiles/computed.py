@@ -98,6 +98,10 @@ NON_INTERACTION_EVENTS = frozenset(
         "Tag Added",
         "Tag Removed",
         "Churn Risk Detected",
+        "Advisor Task Created",
+        "Journey Entered",
+        "Journey Exited",
+        "Message Suppressed",
     }
 )
 # Message types the user causes; identify/group/alias are bookkeeping, often sent by a backend.
