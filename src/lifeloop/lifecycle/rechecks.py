@@ -15,6 +15,7 @@ re-evaluated and stays); one that is late would delay a change, so every bound e
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,6 +84,12 @@ def _nodes(node: object) -> Iterator[object]:
             yield from _nodes(child)
 
 
+@functools.lru_cache(maxsize=256)
+def _all_nodes(conditions: tuple[Condition, ...]) -> tuple[object, ...]:
+    """The nodes of a model's conditions; the same few models are walked for every profile."""
+    return tuple(node for condition in conditions for node in _nodes(condition))
+
+
 def _time_of(view: ProfileView, node: object) -> datetime | None:
     if isinstance(node, Seen):
         return view.seen(node.which)
@@ -91,9 +98,10 @@ def _time_of(view: ProfileView, node: object) -> datetime | None:
     return None  # now() never crosses a threshold of its own
 
 
-def _earliest_in_window(
-    conn: Connection, workspace_id: int, profile_id: int, selector: Selector | None, since: datetime
-) -> datetime | None:
+def _recent_events(
+    conn: Connection, workspace_id: int, profile_id: int, since: datetime
+) -> list[tuple[str, datetime]]:
+    """(name, time) of the profile's events after ``since``, oldest first: one indexed read per profile."""
     query = (
         select(events.c.type, events.c.event, events.c.timestamp)
         .where(
@@ -103,10 +111,7 @@ def _earliest_in_window(
         )
         .order_by(events.c.timestamp)
     )
-    for row in conn.execute(query):
-        if matches(selector, event_name(row.type, row.event)):
-            return row.timestamp
-    return None
+    return [(event_name(r.type, r.event), r.timestamp) for r in conn.execute(query)]
 
 
 def _next_iso_week(now: datetime) -> datetime:
@@ -125,28 +130,36 @@ def next_recheck(
     """The earliest moment after ``view.now`` at which any of ``conditions`` could change by time alone."""
     now = view.now
     moments: list[datetime] = []
-    for condition in conditions:
-        for node in _nodes(condition):
-            if isinstance(node, Compare):
-                for side, other in ((node.left, node.right), (node.right, node.left)):
-                    if isinstance(side, DaysSince) and (start := _time_of(view, side.time)) is not None:
-                        if isinstance(other, Literal) and isinstance(other.value, int | float):
-                            threshold = max(0, int(other.value))
-                            moments += [start + threshold * DAY, start + (threshold + 1) * DAY]
-                        else:  # compared with something else: it changes every day
-                            moments.append(start + ((now - start) // DAY + 1) * DAY)
-            elif isinstance(node, Count | Sum | ActiveDays) and node.within:
-                window = parse_duration(node.within)
-                if window is None:
-                    continue
-                selector = Interaction() if isinstance(node, ActiveDays) else node.selector
-                oldest = _earliest_in_window(conn, workspace_id, profile_id, selector, now - window)
-                if oldest is not None:
-                    moments.append(oldest + window)
-            elif isinstance(node, ActiveWeeks):
-                last = view.seen("last_interaction")
-                if last is not None and last > now - (node.weeks + 1) * 7 * DAY:
-                    moments.append(_next_iso_week(now))
+    nodes = _all_nodes(tuple(conditions))
+    windows = [
+        w
+        for n in nodes
+        if isinstance(n, Count | Sum | ActiveDays) and n.within and (w := parse_duration(n.within))
+    ]
+    # Every windowed count reads the same recent events: fetched once, for the widest window.
+    recent = _recent_events(conn, workspace_id, profile_id, now - max(windows)) if windows else []
+    for node in nodes:
+        if isinstance(node, Compare):
+            for side, other in ((node.left, node.right), (node.right, node.left)):
+                if isinstance(side, DaysSince) and (start := _time_of(view, side.time)) is not None:
+                    if isinstance(other, Literal) and isinstance(other.value, int | float):
+                        threshold = max(0, int(other.value))
+                        moments += [start + threshold * DAY, start + (threshold + 1) * DAY]
+                    else:  # compared with something else: it changes every day
+                        moments.append(start + ((now - start) // DAY + 1) * DAY)
+        elif isinstance(node, Count | Sum | ActiveDays) and node.within:
+            window = parse_duration(node.within)
+            if window is None:
+                continue
+            selector = Interaction() if isinstance(node, ActiveDays) else node.selector
+            since = now - window
+            oldest = next((t for name, t in recent if t > since and matches(selector, name)), None)
+            if oldest is not None:
+                moments.append(oldest + window)
+        elif isinstance(node, ActiveWeeks):
+            last = view.seen("last_interaction")
+            if last is not None and last > now - (node.weeks + 1) * 7 * DAY:
+                moments.append(_next_iso_week(now))
     ahead = [m for m in moments if m > now]
     return min(ahead) if ahead else None
 
