@@ -140,7 +140,11 @@ def run_ingest(url: str, batches: list[dict], threads: int, resolver: str) -> tu
         "LIFELOOP_LOG_LEVEL": "warning",
         "LIFELOOP_RESOLVE_IN_SERVER": str(resolver == "server").lower(),
     }
-    server = subprocess.Popen([sys.executable, "-m", "lifeloop.cli", "serve", "--port", str(port)], env=env)
+    # PostgreSQL takes several API processes (as in production); SQLite has one writer, so one process.
+    processes = "1" if url.startswith("sqlite") else "2"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lifeloop.cli", "serve", "--port", str(port), "--workers", processes], env=env
+    )
     worker = (
         subprocess.Popen([sys.executable, "-m", "lifeloop.cli", "worker"], env=env, stderr=subprocess.DEVNULL)
         if resolver == "worker"

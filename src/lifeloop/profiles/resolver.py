@@ -68,7 +68,9 @@ def resolve_pending(
     total = 0
     for ws in workspace_ids:
         while True:
-            placed = transaction(engine, lambda conn, ws=ws: resolve_batch(conn, ws, batch_size=batch_size))
+            placed = transaction(
+                engine, lambda conn, ws=ws: resolve_batch(conn, ws, batch_size=batch_size), background=True
+            )
             total += placed
             if on_progress is not None and placed:
                 on_progress(placed)
@@ -85,7 +87,8 @@ def count_pending(engine: Engine, workspace_id: int) -> int:
 class BackgroundResolver:
     """A thread that resolves new events soon after they are committed (woken by ``notify``)."""
 
-    def __init__(self, engine: Engine, *, idle_seconds: float = 1.0, batch_size: int = DEFAULT_BATCH):
+    # Inside the API process short batches keep the write lock free for ingest requests most of the time.
+    def __init__(self, engine: Engine, *, idle_seconds: float = 1.0, batch_size: int = 250):
         self._engine = engine
         self._idle_seconds = idle_seconds
         self._batch_size = batch_size

@@ -76,19 +76,52 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
-# SQLite has one writer at a time and its busy handler sleeps 1-100 ms between tries, so threads of one
-# process that queue for the write lock on a Python lock instead are woken at once: several times the
-# throughput of concurrent ingest requests. Other processes still meet the busy handler.
-_sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+# SQLite has one writer at a time and its busy handler sleeps 1-100 ms between tries, so the threads of
+# one process queue for it here instead, and are woken at once. Foreground writers (ingest requests, whose
+# client is waiting) go before background ones (the resolver), which wait at most MAX_BACKGROUND_WAIT
+# while foreground writers keep coming. Other processes still meet the busy handler.
+MAX_BACKGROUND_WAIT = 1.0
 
 
-def _writer_turn(engine: Engine) -> AbstractContextManager[object]:
+class _WriterTurns:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._foreground_waiting = 0
+
+    @contextmanager
+    def turn(self, *, background: bool) -> Iterator[None]:
+        with self._cond:
+            if background:
+                deadline = time.monotonic() + MAX_BACKGROUND_WAIT
+                while self._busy or (self._foreground_waiting and time.monotonic() < deadline):
+                    self._cond.wait(max(deadline - time.monotonic(), 0.01))
+            else:
+                self._foreground_waiting += 1
+                try:
+                    while self._busy:
+                        self._cond.wait()
+                finally:
+                    self._foreground_waiting -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, _WriterTurns] = weakref.WeakKeyDictionary()
+
+
+def _writer_turn(engine: Engine, *, background: bool) -> AbstractContextManager[object]:
     if engine.dialect.name != "sqlite":
         return nullcontext()
-    lock = _sqlite_writers.get(engine)
-    if lock is None:
-        lock = _sqlite_writers.setdefault(engine, threading.Lock())
-    return lock
+    turns = _sqlite_writers.get(engine)
+    if turns is None:
+        turns = _sqlite_writers.setdefault(engine, _WriterTurns())
+    return turns.turn(background=background)
 
 
 def _is_retryable(error: DBAPIError) -> bool:
@@ -104,14 +137,16 @@ def transaction(
     *,
     attempts: int = 8,
     serialize_retries_on: int | None = None,
+    background: bool = False,
 ) -> T:
     """Run ``work`` in one transaction, retrying from scratch on deadlocks, serialization failures and
     ``RetryTransaction``. With ``serialize_retries_on`` a retry on PostgreSQL first takes an advisory lock
-    on that key, so writers that keep colliding take turns instead of colliding again.
+    on that key, so writers that keep colliding take turns instead of colliding again. ``background``
+    work (nobody waits on it) lets foreground writers of the process go first on SQLite.
     """
     for attempt in range(1, attempts + 1):
         try:
-            with _writer_turn(engine), engine.begin() as conn:
+            with _writer_turn(engine, background=background), engine.begin() as conn:
                 if attempt > 1 and serialize_retries_on is not None and conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": serialize_retries_on})
                 return work(conn)
