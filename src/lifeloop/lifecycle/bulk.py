@@ -146,9 +146,8 @@ def record_changes(
                 profile_stages.c.profile_id.in_(pids[start : start + _IN_CHUNK]),
             )
         )
-    columns = ("workspace_id", "profile_id", "model", "stage", "entered_at")
     entered = [(workspace_id, c.profile_id, model.key, c.to_stage, at) for c in changes if c.to_stage]
-    insert_rows(conn, profile_stages, columns, entered)
+    insert_rows(conn, profile_stages, ("workspace_id", "profile_id", "model", "stage", "entered_at"), entered)
     messages: list[Message] = []
     owners: dict[str, int] = {}
     for change in changes:

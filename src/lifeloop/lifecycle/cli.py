@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy import Engine
 
 from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
 
@@ -17,7 +18,7 @@ lifecycle_app = typer.Typer(
 WorkspaceOption = Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]
 
 
-def _workspace_id(engine, workspace: str) -> int:  # type: ignore[no-untyped-def]
+def _workspace_id(engine: Engine, workspace: str) -> int:
     from lifeloop.store.engine import connect
     from lifeloop.workspaces.service import get_workspace
 

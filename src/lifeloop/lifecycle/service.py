@@ -4,7 +4,9 @@ Every change of stage is written as history (from, to, at, reason) and emitted a
 profile — ``Lifecycle Stage Exited`` then ``Lifecycle Stage Entered`` (plus the stage's own
 ``on_enter`` event) — which journeys trigger on. The three paths use the same model and give the
 same stages: the real-time and sweep paths evaluate one profile at a time (``StoredProfile``), the
-batch path runs each stage's condition for all profiles as one SQL query.
+batch path (``recompute``) is set-based — one ``CASE`` query over the stages' compiled conditions for all
+profiles, recheck times by ``INSERT … SELECT`` (``rechecks.write_rechecks``), changes written as
+multi-row statements (``bulk``) — so its cost per profile is a few microseconds of SQL, not queries.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, delete, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, case, delete, func, insert, literal, select, update
 
 from lifeloop.conditions import StoredProfile, compile_condition
 from lifeloop.errors import NotFound
@@ -209,12 +211,13 @@ def batch_stages(
     """Every live profile's stage (of those with an id in ``id_range``, inclusive) in one query: a ``CASE``
     over the stages' compiled conditions, in order, so the first that holds wins and later ones are not
     evaluated for that profile."""
-    branches = []
+    branches: list[tuple[ColumnElement[bool], Any]] = []
     for stage in model.stages:
         compiled = compile_condition(
             stage.condition, workspace_id=workspace_id, now=now, dialect=conn.dialect.name
         )
-        branches.append((compiled.whereclause, literal(stage.key)))  # type: ignore[arg-type]
+        assert compiled.whereclause is not None
+        branches.append((compiled.whereclause, literal(stage.key)))
     stage_of = case(*branches, else_=None).label("stage")
     rows = select(profiles.c.id, stage_of).where(
         profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None)
@@ -335,7 +338,7 @@ def stage_distribution(conn: Connection, workspace_id: int) -> dict[str, int]:
         .where(profile_stages.c.workspace_id == workspace_id, profile_stages.c.model == model.key)
         .group_by(profile_stages.c.stage)
     )
-    counts = dict(rows.all())
+    counts: dict[str, int] = {stage: count for stage, count in rows}
     return {stage.key: int(counts.get(stage.key, 0)) for stage in model.stages}
 
 

@@ -13,6 +13,7 @@ from lifeloop.messaging.channels.base import OutboundMessage
 from lifeloop.messaging.channels.email import EmailAdapter
 from lifeloop.messaging.inbound.routes import PIXEL
 from lifeloop.messaging.inbound.tokens import TrackingToken, sign
+from lifeloop.messaging.models import consents
 from tests.conftest import Brand, snapshot
 from tests.messaging.inbound.helpers import stored_events
 
@@ -78,6 +79,14 @@ def test_open_click_and_unsubscribe_become_events(
         assert event["properties"]["message"] == "delivery-77"
         assert event["context"]["externalIds"][0]["id"] == "Mei@Example.com"
     assert stored[1]["properties"]["url"] == TARGET
+    # The unsubscribe withdraws e-mail consent, so the contact policy suppresses the next e-mail.
+    with engine.connect() as conn:
+        consent = conn.execute(
+            sa.select(consents.c.channel, consents.c.status, consents.c.source).where(
+                consents.c.workspace_id == brand.workspace_id
+            )
+        ).all()
+    assert consent == [("email", "unsubscribed", "email link")]
 
 
 def test_repeated_opens_and_unsubscribes_are_recorded_once(

@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from lifeloop.errors import Conflict, InvalidInput, Unauthorized
+from lifeloop.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from lifeloop.events.messages import Message, parse_message
 from lifeloop.events.service import IngestResult, ingest
 from lifeloop.messaging.channels import line
@@ -273,4 +273,23 @@ def email_activity(engine: Engine, token: TrackingToken) -> IngestResult:
     )
     if token.user_id:
         raw["userId"] = token.user_id
-    return _record(engine, token.workspace_id, "email", [raw])
+    result = _record(engine, token.workspace_id, "email", [raw])
+    if token.kind == "unsubscribe":
+        _withdraw_email_consent(engine, token)
+    return result
+
+
+def _withdraw_email_consent(engine: Engine, token: TrackingToken) -> None:
+    """The unsubscribe takes effect for the next send: e-mail consent is withdrawn on the profile."""
+    from lifeloop.messaging.service import set_consent
+    from lifeloop.profiles.resolver import resolve_pending
+    from lifeloop.profiles.service import find_by_identity
+
+    resolve_pending(engine, token.workspace_id)  # the event just recorded names the profile
+    kind, value = ("user_id", token.user_id) if token.user_id else ("email", token.recipient)
+    with engine.begin() as conn:
+        try:
+            profile_id = find_by_identity(conn, token.workspace_id, kind, value)
+        except NotFound:
+            return
+        set_consent(conn, token.workspace_id, profile_id, "email", status="unsubscribed", source="email link")

@@ -1,0 +1,360 @@
+"""Batch recompute of lifecycle stages at scale, next to plain pandas, and real-time evaluation latency.
+
+1. Generates USERS profiles and about EVENTS events (a year of follows, page views, menu clicks, orders,
+   identifies and lifeloop's own message receipts) and bulk-loads them straight into a fresh SQLite store
+   (the default embedded store) with already-resolved profile ids and user-id identities — HTTP ingest
+   has its own benchmark (bench/ingest.py). Loading is not timed.
+2. Installs the `mall` preset and times `lifeloop.lifecycle.service.recompute` — rebuild of every
+   computed property from the event log, every profile's stage, every recheck time for the sweep, and
+   the writes of the changes (history, current stage, stage events) — first on the fresh store (every
+   profile enters a stage) and then again (steady state, no change), plus each phase on its own.
+   Then tags and segments (`audience.batch.recompute_audience`, with the line/wecom audience presets
+   and two segments), when this checkout has them.
+3. Computes the same stages with plain vectorised pandas from the same events, held in memory (loading
+   not counted against pandas), and, separately, including reading them from the store; the stage
+   counts of both must be identical.
+4. Streams single-event batches (ingest, then `profiles.resolver.resolve_batch` in its own transaction:
+   identity resolution, computed properties, stage evaluation, recheck) and reports the latency
+   percentiles of the resolve step.
+
+Run:  python bench/lifecycle.py [--users 1000000] [--events 10000000] [--stream 2000]
+Writes bench/results/lifecycle.json and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import lifeloop  # noqa: F401
+except ImportError:  # a checkout without the package installed
+    sys.path.insert(0, str(ROOT / "src"))
+
+from lifeloop.config import Settings  # noqa: E402
+from lifeloop.events import store as event_store  # noqa: E402
+from lifeloop.events.messages import Message  # noqa: E402
+from lifeloop.lifecycle import service as lifecycle  # noqa: E402
+from lifeloop.profiles import computed  # noqa: E402
+from lifeloop.profiles.resolver import resolve_batch  # noqa: E402
+from lifeloop.store.engine import connect, create_store_engine, transaction  # noqa: E402
+from lifeloop.store.migrate import upgrade  # noqa: E402
+from lifeloop.workspaces.service import create_workspace  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "lifecycle.json"
+NOW = datetime(2026, 7, 1, tzinfo=UTC)
+DAYS = 365
+US = 1_000_000
+DAY_US = 86_400 * US
+
+# (type, event name, share of the non-follow events, properties JSON choices or None)
+KINDS = [
+    ("page", None, 0.40, ['{"category":"product"}', '{"category":"booking"}', '{"category":"campaign"}']),
+    ("track", "Menu Clicked", 0.15, ['{"menu":"main","item":"offers"}', '{"menu":"main","item":"shop"}']),
+    ("track", "Product Viewed", 0.15, None),
+    ("track", "Message Received", 0.05, ['{"text":"hi"}', '{"text":"想預約","keyword":"預約"}']),
+    ("track", "Order Completed", 0.05, "revenue"),
+    ("track", "Message Delivered", 0.15, None),  # lifeloop's own: never the user's interaction
+    ("identify", None, 0.05, None),
+]
+FOLLOW = ("track", "Channel Followed", '{"channel":"line","source":"qr_offline"}')
+
+
+# ----------------------------------------------------------------------------------------------- data
+def generate(users: int, n_events: int, seed: int = 7) -> pd.DataFrame:
+    """One row per event: profile (1-based), type, event, properties, ts (µs since epoch, UTC)."""
+    rng = np.random.default_rng(seed)
+    end = int((NOW - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * US
+    start = end - DAYS * DAY_US
+    joined = start + (rng.random(users) * DAYS * DAY_US).astype(np.int64)
+    # Each user stays active for an exponential span (mean 60 days), so many fall silent.
+    active_until = np.minimum(joined + (rng.exponential(60, users) * DAY_US).astype(np.int64), end - 1)
+    extra = max(n_events - users, 0)
+    who = rng.integers(0, users, size=extra)
+    at = joined[who] + (rng.random(extra) * (active_until[who] - joined[who])).astype(np.int64)
+    shares = np.array([k[2] for k in KINDS])
+    kind = rng.choice(len(KINDS), size=extra, p=shares / shares.sum())
+    types = np.array([k[0] for k in KINDS], dtype=object)[kind]
+    names = np.array([k[1] for k in KINDS], dtype=object)[kind]
+    props = np.full(extra, None, dtype=object)
+    for index, (_t, _n, _share, choices) in enumerate(KINDS):
+        mask = kind == index
+        if choices == "revenue":
+            amounts = rng.integers(5, 500, size=int(mask.sum()))
+            props[mask] = [f'{{"revenue":{a},"currency":"TWD"}}' for a in amounts.tolist()]
+        elif choices:
+            props[mask] = np.array(choices, dtype=object)[rng.integers(0, len(choices), int(mask.sum()))]
+    frame = pd.DataFrame(
+        {
+            "profile": np.concatenate([np.arange(1, users + 1), who + 1]),
+            "type": np.concatenate([np.full(users, FOLLOW[0], dtype=object), types]),
+            "event": np.concatenate([np.full(users, FOLLOW[1], dtype=object), names]),
+            "properties": np.concatenate([np.full(users, FOLLOW[2], dtype=object), props]),
+            "ts": np.concatenate([joined, at]),
+        }
+    )
+    # Stored in (profile, time) order: every index of the events table is then appended to, not split.
+    return frame.sort_values(["profile", "ts"], kind="stable").reset_index(drop=True)
+
+
+def _sqlite_times(us: np.ndarray) -> list[str]:
+    text = np.datetime_as_string(us.astype("datetime64[us]"), unit="us")
+    return np.char.replace(text, "T", " ").tolist()
+
+
+def load(path: Path, frame: pd.DataFrame, users: int) -> tuple[Any, int]:
+    """A migrated store at ``path`` with one workspace holding ``frame``; returns (engine, workspace id)."""
+    settings = Settings(database_url=f"sqlite:///{path}", resolve_in_server=False)
+    engine = create_store_engine(settings)
+    upgrade(engine)
+    with engine.begin() as conn:
+        ws = create_workspace(conn, slug="bench", timezone="Asia/Taipei").id
+    engine.dispose()
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("PRAGMA journal_mode=OFF")  # a bulk load into a fresh file: no WAL copy of every page
+    raw.execute("PRAGMA synchronous=OFF")
+    raw.execute("PRAGMA cache_size=-1000000")
+    raw.execute("BEGIN")
+    first = frame.groupby("profile")["ts"].min().to_numpy()
+    last = frame.groupby("profile")["ts"].max().to_numpy()
+    first_s, last_s = _sqlite_times(first), _sqlite_times(last)
+    raw.executemany(
+        "INSERT INTO profiles (id, workspace_id, user_id, traits, first_seen, last_seen, created_at, "
+        "updated_at) VALUES (?, ?, ?, '{}', ?, ?, ?, ?)",
+        ((i + 1, ws, f"u{i + 1}", first_s[i], last_s[i], first_s[i], last_s[i]) for i in range(users)),
+    )
+    raw.executemany(
+        "INSERT INTO identities (workspace_id, kind, value, profile_id, created_at) "
+        "VALUES (?, 'user_id', ?, ?, ?)",
+        ((ws, f"u{i + 1}", i + 1, first_s[i]) for i in range(users)),
+    )
+    step = 500_000
+    for begin in range(0, len(frame), step):
+        part = frame.iloc[begin : begin + step]
+        times = _sqlite_times(part["ts"].to_numpy())
+        profile = part["profile"].tolist()
+        rows = zip(
+            (f"m{n}" for n in range(begin, begin + len(part))),
+            part["type"].tolist(),
+            part["event"].tolist(),
+            (f"u{p}" for p in profile),
+            profile,
+            times,
+            times,
+            part["properties"].tolist(),
+            strict=False,
+        )
+        raw.executemany(
+            f"INSERT INTO events (workspace_id, message_id, type, event, user_id, profile_id, timestamp, "
+            f"received_at, properties) VALUES ({ws}, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    raw.execute("COMMIT")
+    raw.execute("ANALYZE")
+    raw.execute("PRAGMA journal_mode=WAL")  # back to the store's own mode before lifeloop opens it
+    raw.close()
+    return create_store_engine(settings), ws
+
+
+# --------------------------------------------------------------------------------------------- pandas
+NON_INTERACTION = sorted(computed.NON_INTERACTION_EVENTS)
+
+
+def pandas_mall(frame: pd.DataFrame, now: datetime) -> pd.Series:
+    """The `mall` preset (PRESETS.md) over an events frame: stage per profile, first match wins."""
+    now_us = int((now - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * US)
+    first_seen = frame.groupby("profile", sort=False)["ts"].min()
+    kind, event = frame["type"], frame["event"]
+    # Interaction: page/screen calls, and track calls that are not lifeloop's own or "$…" bookkeeping.
+    own = event.str.startswith("$", na=False) | event.isin(NON_INTERACTION)
+    interaction = kind.isin(("page", "screen")) | ((kind == "track") & ~own)
+    last_interaction = frame.loc[interaction].groupby("profile", sort=False)["ts"].max()
+    days_first = (now_us - first_seen) // DAY_US
+    days_last = ((now_us - last_interaction) // DAY_US).reindex(days_first.index)  # NaN: never interacted
+    stage = pd.Series(pd.NA, index=days_first.index, dtype="object")
+    stage = stage.mask(days_first >= 0, "new")
+    stage = stage.mask(days_first >= 8, "growing")
+    stage = stage.mask(days_first >= 31, "mature")
+    return stage.mask((days_first >= 91) & (days_last >= 30), "declining")
+
+
+def read_events_from_store(path: Path) -> pd.DataFrame:
+    with sqlite3.connect(path) as raw:
+        frame = pd.read_sql_query(
+            "SELECT profile_id AS profile, type, event, timestamp FROM events WHERE profile_id IS NOT NULL",
+            raw,
+        )
+    frame["ts"] = pd.to_datetime(frame.pop("timestamp")).dt.as_unit("us").astype("int64")
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def audience_recompute() -> Callable[..., Any] | None:
+    """``recompute_audience`` of the tags and segments package, if this checkout has it."""
+    for name in ("lifeloop.audience.batch", "lifeloop.audience.service"):
+        try:
+            found = getattr(importlib.import_module(name), "recompute_audience", None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    return None
+
+
+def install_audience(engine: Any, ws: int) -> list[str]:
+    """The seed presets' event tags (line) and VIP rule tag (wecom), and two segments."""
+    from lifeloop.audience import definitions
+
+    segments = {
+        "recent_buyers": 'count("Order Completed", within="30d") >= 1',
+        "silent_followers": 'count("Channel Followed") >= 1 and days_since(last_interaction) >= 30',
+    }
+    with engine.begin() as conn:
+        for key in definitions.PRESET_KEYS:
+            definitions.install_preset(conn, ws, key)
+        for key, condition in segments.items():
+            definitions.create_segment(conn, ws, key, key.replace("_", " "), condition)
+    return [*definitions.PRESET_KEYS, *segments]
+
+
+def stream(engine: Any, ws: int, users: int, count: int, seed: int = 11) -> dict[str, float]:
+    """Ingest single events for random existing users and time resolving each one on its own."""
+    rng = np.random.default_rng(seed)
+    names = ["Menu Clicked", "Product Viewed", "Order Completed", "Message Received"]
+    latencies = []
+    for n in range(count):
+        at = datetime.now(UTC)
+        message = Message(
+            type="track",
+            message_id=f"stream-{n}",
+            timestamp=at,
+            received_at=at,
+            user_id=f"u{int(rng.integers(1, users + 1))}",
+            event=names[n % len(names)],
+            properties={"revenue": 100} if n % len(names) == 2 else {},
+        )
+        transaction(engine, lambda conn, m=message: event_store.append_events(conn, ws, None, [m]))
+        started = time.perf_counter()
+        placed = transaction(engine, lambda conn: resolve_batch(conn, ws, batch_size=1))
+        latencies.append(time.perf_counter() - started)
+        assert placed == 1
+    ms = np.array(latencies) * 1000
+    return {
+        "events": count,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--stream", type=int, default=2000, help="single-event batches for the p99")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON results")
+    parser.add_argument("--keep", type=Path, help="keep the store in this file (default: a temp dir)")
+    parser.add_argument("--skip-store-read", action="store_true", help="skip pandas reading from the store")
+    parser.add_argument(
+        "--audience", action=argparse.BooleanOptionalAction, default=True, help="tags/segments"
+    )
+    args = parser.parse_args()
+
+    out: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+        },
+        "preset": "mall",
+        "now": NOW.isoformat(),
+    }
+    tmp = tempfile.TemporaryDirectory(prefix="lifeloop-bench-")
+    path = args.keep or Path(tmp.name) / "lifeloop.db"
+    frame, gen_s = timed(lambda: generate(args.users, args.events))
+    (engine, ws), load_s = timed(lambda: load(path, frame, args.users))
+    out["data"] = {"profiles": args.users, "events": len(frame), "generate_s": gen_s, "load_s": load_s}
+    print(f"generated {len(frame):,} events, {args.users:,} profiles ({gen_s:.1f}s); loaded in {load_s:.1f}s")
+
+    with engine.begin() as conn:
+        lifecycle.install_preset(conn, ws, "mall")
+
+    # pandas first, on the same events the store holds (the recompute adds lifeloop's own events).
+    expected, pandas_s = timed(lambda: pandas_mall(frame, NOW))
+    expected_counts = {k: int(v) for k, v in expected.value_counts().items()}
+    out["pandas"] = {"in_memory_s": pandas_s}
+    if not args.skip_store_read:
+        from_store, read_s = timed(lambda: read_events_from_store(path))
+        again, again_s = timed(lambda: pandas_mall(from_store, NOW))
+        assert {k: int(v) for k, v in again.value_counts().items()} == expected_counts
+        out["pandas"] |= {"read_from_store_s": read_s, "with_store_read_s": read_s + again_s}
+        del from_store, again
+    print(f"pandas: {pandas_s:.2f}s in memory", out["pandas"])
+
+    cold: dict[str, float] = {}
+    changes, cold_s = timed(lambda: lifecycle.recompute(engine, ws, now=NOW, timings=cold))
+    with connect(engine) as conn:
+        counts = {k: v for k, v in lifecycle.stage_distribution(conn, ws).items() if v}
+    assert counts == expected_counts, (counts, expected_counts)
+    out["stages"] = counts
+    out["recompute_cold"] = {"seconds": cold_s, "changes": len(changes), "phases_s": cold}
+    print(f"recompute (every profile enters a stage): {cold_s:.2f}s, {len(changes):,} changes", counts)
+    print("  phases:", {k: round(v, 2) for k, v in cold.items()})
+    del changes
+
+    steady: dict[str, float] = {}
+    changes, steady_s = timed(lambda: lifecycle.recompute(engine, ws, now=NOW, timings=steady))
+    assert changes == []
+    out["recompute_steady"] = {"seconds": steady_s, "changes": 0, "phases_s": steady}
+    print(f"recompute (steady state, no change): {steady_s:.2f}s")
+    print("  phases:", {k: round(v, 2) for k, v in steady.items()})
+
+    audience = audience_recompute()
+    if audience is not None and args.audience:
+        out["audience_definitions"] = install_audience(engine, ws)
+        changed, out["audience_recompute_s"] = timed(lambda: audience(engine, ws, now=NOW))
+        out["audience_changes"] = len(changed)
+        print(f"tags and segments: {out['audience_recompute_s']:.2f}s, {len(changed):,} changes")
+    else:
+        out["audience_recompute_s"] = None
+        print("tags and segments: skipped (no recompute_audience in this checkout, or --no-audience)")
+
+    total = steady_s + (out["audience_recompute_s"] or 0.0)
+    out["speedup_vs_pandas_in_memory"] = pandas_s / total
+    if "with_store_read_s" in out["pandas"]:
+        out["speedup_vs_pandas_with_store_read"] = out["pandas"]["with_store_read_s"] / total
+    if args.stream:
+        out["realtime"] = stream(engine, ws, args.users, args.stream)
+        print("real-time resolve per single event:", {k: round(v, 2) for k, v in out["realtime"].items()})
+    engine.dispose()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
