@@ -298,8 +298,11 @@ def recompute(
     clock("properties", started)
     started = time.perf_counter()
     with connect(engine) as conn:
-        model = require_active_model(conn, workspace_id)
+        found = active_model(conn, workspace_id)
         live = live_profiles(conn, workspace_id)
+    if found is None:  # no model: the properties (which tags and segments read) are all there is to do
+        return []
+    model = found
     if workers is None:  # threads pay off only when the query runs for a while
         workers = (os.cpu_count() or 1) if len(live) >= 50_000 else 1
     target = _stages_in_parallel(engine, workspace_id, model, live, now=now, workers=workers)
