@@ -180,6 +180,7 @@ def live_server(settings: Settings, engine: sa.Engine) -> Iterator[LiveServer]:
     thread.join(timeout=10)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Spark tests all go to one xdist worker (``--dist loadgroup``): one Spark session per run."""
     for item in items:

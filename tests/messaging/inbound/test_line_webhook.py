@@ -149,3 +149,43 @@ def test_a_workspace_without_line_configured_is_404(client: TestClient, brand: B
     body = orjson.dumps({"events": []})
     response = post(client, body, signature(SECRET, body))
     assert response.status_code == 404 and "line" in response.json()["message"]
+
+
+def test_a_follow_queues_the_channel_welcome_once(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
+    from lifeloop.messaging.models import outbox
+    from lifeloop.messaging.templates.service import create_template
+
+    with engine.begin() as conn:
+        save_config(
+            conn,
+            brand.workspace_id,
+            channel="line",
+            credentials={"channel_access_token": "tok", "channel_secret": SECRET},
+            settings={"welcome_template": "welcome"},
+        )
+        create_template(
+            conn,
+            brand.workspace_id,
+            key="welcome",
+            channel="line",
+            variants={"en": {"text": "Welcome to Lumi Tea!"}, "zh-TW": {"text": "歡迎加入茶光！"}},
+        )
+    body = orjson.dumps({"destination": "Ubot", "events": EVENTS})
+    for _ in range(2):  # LINE redelivers: still one welcome
+        assert post(client, body, signature(SECRET, body)).status_code == 200
+    with engine.connect() as conn:
+        queued = conn.execute(
+            sa.select(outbox.c.idempotency_key, outbox.c.channel, outbox.c.status, outbox.c.content).where(
+                outbox.c.workspace_id == brand.workspace_id
+            )
+        ).all()
+        pid = find_by_identity(conn, brand.workspace_id, "line_user_id", USER)
+        profile_ids = (
+            conn.execute(sa.select(outbox.c.profile_id).where(outbox.c.workspace_id == brand.workspace_id))
+            .scalars()
+            .all()
+        )
+    assert [(k, c, s) for k, c, s, _ in queued] == [("welcome:01HFOLLOW", "line", "queued")]
+    assert queued[0].content["text"] == "Welcome to Lumi Tea!" and profile_ids == [pid]

@@ -104,7 +104,7 @@ def line_webhook(
     """Verify X-Line-Signature over the raw body, then record follow/unfollow/message/postback."""
     workspace_id = workspace_id_for(engine, slug)
     with connect(engine) as conn:
-        _config, credentials = load_config(conn, workspace_id, "line", name=name)
+        config, credentials = load_config(conn, workspace_id, "line", name=name)
     secret = str(credentials.get("channel_secret") or "")
     if not secret or not line.verify_signature(secret, body, signature):
         raise Unauthorized("X-Line-Signature does not match the body: not sent by LINE for this channel")
@@ -116,7 +116,35 @@ def line_webhook(
     if not isinstance(events, list):
         raise InvalidInput("LINE webhook body needs an events array", field="events")
     raws = [raw for e in events if isinstance(e, dict) and (raw := line_event(e, payload.get("destination")))]
-    return _record(engine, workspace_id, "line", raws)
+    result = _record(engine, workspace_id, "line", raws)
+    welcome = (config.settings or {}).get("welcome_template")
+    follows = [r for r in raws if r["event"] == "Channel Followed"]
+    if welcome and follows:
+        _welcome(engine, workspace_id, str(welcome), follows)
+    return result
+
+
+def _welcome(engine: Engine, workspace_id: int, template: str, follows: list[dict[str, Any]]) -> None:
+    """The channel's welcome template, queued for each new friend within the webhook call (seed 001:
+    welcome within seconds of a follow). One per follow event: a redelivered webhook queues nothing."""
+    from lifeloop.messaging.service import send_message
+    from lifeloop.profiles.resolver import resolve_pending
+    from lifeloop.profiles.service import find_by_identity
+
+    resolve_pending(engine, workspace_id)  # the follow just recorded names the friend's profile
+    with engine.begin() as conn:
+        for follow in follows:
+            user_id = follow["context"]["externalIds"][0]["id"]
+            profile_id = find_by_identity(conn, workspace_id, "line_user_id", user_id)
+            send_message(
+                conn,
+                workspace_id,
+                channel="line",
+                profile_id=profile_id,
+                template=template,
+                transactional=True,  # an answer to the customer's own action: no cap, no quiet hours
+                idempotency_key=f"welcome:{follow['messageId']}",
+            )
 
 
 def line_event(event: dict[str, Any], destination: Any = None) -> dict[str, Any] | None:
