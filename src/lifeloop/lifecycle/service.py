@@ -181,6 +181,7 @@ def sweep(engine: Engine, workspace_id: int, *, now: datetime | None = None, bat
     while True:
 
         def work(conn: Connection) -> int:
+            lock_workspace(conn, RESOLUTION, workspace_id)  # never alongside the resolver's writes
             model = active_model(conn, workspace_id)
             if model is None:
                 return 0
