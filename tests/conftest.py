@@ -179,10 +179,3 @@ def live_server(settings: Settings, engine: sa.Engine) -> Iterator[LiveServer]:
     server.should_exit = True
     thread.join(timeout=10)
 
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Spark tests all go to one xdist worker (``--dist loadgroup``): one Spark session per run."""
-    for item in items:
-        if item.get_closest_marker("spark") is not None:
-            item.add_marker(pytest.mark.xdist_group("spark"))
