@@ -176,7 +176,7 @@ NON_INTERACTION = sorted(computed.NON_INTERACTION_EVENTS)
 
 
 def pandas_mall(frame: pd.DataFrame, now: datetime) -> pd.Series:
-    """The `mall` preset (PRESETS.md) over an events frame: stage per profile, first match wins."""
+    """The `mall` preset (docs/presets.md) over an events frame: stage per profile, first match wins."""
     now_us = int((now - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * US)
     first_seen = frame.groupby("profile", sort=False)["ts"].min()
     kind, event = frame["type"], frame["event"]

@@ -1,4 +1,4 @@
-"""RFM scores, value layers and segments against a plain-pandas computation of PRESETS.md's rules."""
+"""RFM scores, value layers and segments against a plain-pandas computation of docs/presets.md's rules."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from lifeloop.conditions import ConditionSyntaxError, MemoryProfile, evaluate, p
 from lifeloop.errors import InvalidInput
 from lifeloop.profiles.computed import ResolvedEvent
 
-# Every rule of the lifecycle presets (PRESETS.md), written in the language.
+# Every rule of the lifecycle presets (docs/presets.md), written in the language.
 PRESET_RULES = [
     'days_since(last_interaction) >= 30 or last("Channel Unfollowed") > last("Channel Followed")',
     'count("Order Completed") >= 1',

@@ -4,7 +4,7 @@ Per user (canonical profile, over orders before ``as_of``): R = whole days since
 number of orders, M = their total revenue, rounded to 6 decimals so that equal spend ranks equal whatever
 order an engine adds it in. Scores 1-5 either by quintile over purchasers (ties share a
 score: ``1 + floor(5 × (rank − 1) / purchasers)`` with rank = SQL ``RANK``; R ranks longer-ago first, so
-more recent = higher) or by configurable thresholds. Layers follow PRESETS.md (first match wins):
+more recent = higher) or by configurable thresholds. Layers follow docs/presets.md (first match wins):
 
 ====================  ==================================================================
 ``high_value``        R ≥ 4, F ≥ 4, M ≥ 4

@@ -42,7 +42,7 @@ from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect
 from lifeloop.workspaces.models import workspaces
 
-# Events lifeloop emits itself never count as the user's interaction (PRESETS.md); the same set as the
+# Events lifeloop emits itself never count as the user's interaction (docs/presets.md); the same set as the
 # profiles' computed properties use, plus the journey engine's own events.
 SYSTEM_EVENTS = NON_INTERACTION_EVENTS
 INTERACTIVE_TYPES = frozenset({"track", "page", "screen"})

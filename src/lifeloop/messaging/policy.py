@@ -2,7 +2,7 @@
 tier, quiet hours in the user's time zone (defer, never drop), channel fallback and send-time optimisation.
 
 ``decide`` is a pure function of the policy, what is known about the recipient (``Audience``) and the
-clock; ``load_audience`` reads that knowledge from the store. Exact defaults: PRESETS.md, "Contact defaults".
+clock; ``load_audience`` reads that knowledge from the store. Exact defaults: docs/presets.md, "Contact defaults".
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ CHANNEL_IDENTITY = {
     "sms": "phone",
 }
 CHANNELS = ("line", "wecom", "wechat", "email", "sms", "webhook")
-# The value_tier names the seed uses in prose map onto the RFM layers of PRESETS.md.
+# The value_tier names the seed uses in prose map onto the RFM layers of docs/presets.md.
 TIER_ALIASES = {"normal": "regular", "vip": "high_value", "dormant": "sleeping", "churned": "lost"}
-# lifeloop's own message events are not the user's interactions (PRESETS.md, Canonical events).
+# lifeloop's own message events are not the user's interactions (docs/presets.md, Canonical events).
 OWN_EVENTS = frozenset(
     {"Message Delivered", "Message Opened", "Message Clicked", "Message Failed", "Message Suppressed"}
 )

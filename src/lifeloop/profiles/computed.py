@@ -84,7 +84,7 @@ computed_event_times = Table(
 
 COMPUTED_TABLES = (computed_event_days, computed_event_sums, computed_event_times)
 
-# lifeloop's own events: they never count as the user's interaction (PRESETS.md, "Interaction").
+# lifeloop's own events: they never count as the user's interaction (docs/presets.md, "Interaction").
 NON_INTERACTION_EVENTS = frozenset(
     {
         "Message Delivered",
