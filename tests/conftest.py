@@ -178,4 +178,3 @@ def live_server(settings: Settings, engine: sa.Engine) -> Iterator[LiveServer]:
     yield LiveServer(url=f"http://127.0.0.1:{port}", server=server, thread=thread)
     server.should_exit = True
     thread.join(timeout=10)
-

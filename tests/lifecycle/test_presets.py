@@ -1,4 +1,4 @@
-"""The four shipped presets replay their seed articles' situations (docs/presets.md) and land in the right stage.
+"""The four shipped presets replay their seed articles' situations (docs/presets.md): each lands right.
 
 Each case is data: a history of (days ago, event, properties), traits and tags, and the stage the seed
 says the customer is in. The same cases run against stored profiles in test_stage_assignment.py.

@@ -2,7 +2,8 @@
 tier, quiet hours in the user's time zone (defer, never drop), channel fallback and send-time optimisation.
 
 ``decide`` is a pure function of the policy, what is known about the recipient (``Audience``) and the
-clock; ``load_audience`` reads that knowledge from the store. Exact defaults: docs/presets.md, "Contact defaults".
+clock; ``load_audience`` reads that knowledge from the store.
+Exact defaults: docs/presets.md, "Contact defaults".
 """
 
 from __future__ import annotations
