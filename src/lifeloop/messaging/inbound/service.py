@@ -126,21 +126,27 @@ def line_webhook(
 
 def _welcome(engine: Engine, workspace_id: int, template: str, follows: list[dict[str, Any]]) -> None:
     """The channel's welcome template, queued for each new friend within the webhook call (seed 001:
-    welcome within seconds of a follow). One per follow event: a redelivered webhook queues nothing."""
+    welcome within seconds of a follow). One per follow event: a redelivered webhook queues nothing.
+
+    A returning friend's profile is known and gives the template its traits and locale; a new friend
+    is not resolved yet, so the welcome goes to the LINE user id itself.
+    """
     from lifeloop.messaging.service import send_message
-    from lifeloop.profiles.resolver import resolve_pending
     from lifeloop.profiles.service import find_by_identity
 
-    resolve_pending(engine, workspace_id)  # the follow just recorded names the friend's profile
     with engine.begin() as conn:
         for follow in follows:
             user_id = follow["context"]["externalIds"][0]["id"]
-            profile_id = find_by_identity(conn, workspace_id, "line_user_id", user_id)
+            try:
+                profile_id: int | None = find_by_identity(conn, workspace_id, "line_user_id", user_id)
+            except NotFound:
+                profile_id = None
             send_message(
                 conn,
                 workspace_id,
                 channel="line",
                 profile_id=profile_id,
+                recipient=None if profile_id is not None else user_id,
                 template=template,
                 transactional=True,  # an answer to the customer's own action: no cap, no quiet hours
                 idempotency_key=f"welcome:{follow['messageId']}",
@@ -313,11 +319,17 @@ def _withdraw_email_consent(engine: Engine, token: TrackingToken) -> None:
     from lifeloop.profiles.resolver import resolve_pending
     from lifeloop.profiles.service import find_by_identity
 
-    resolve_pending(engine, token.workspace_id)  # the event just recorded names the profile
     kind, value = ("user_id", token.user_id) if token.user_id else ("email", token.recipient)
-    with engine.begin() as conn:
-        try:
-            profile_id = find_by_identity(conn, token.workspace_id, kind, value)
-        except NotFound:
-            return
-        set_consent(conn, token.workspace_id, profile_id, "email", status="unsubscribed", source="email link")
+    for attempt in range(2):
+        with engine.begin() as conn:
+            try:
+                profile_id = find_by_identity(conn, token.workspace_id, kind, value)
+            except NotFound:
+                profile_id = None
+            if profile_id is not None:
+                set_consent(
+                    conn, token.workspace_id, profile_id, "email", status="unsubscribed", source="email link"
+                )
+                return
+        if attempt == 0:  # rare: the recipient is known only from this event, so place it first
+            resolve_pending(engine, token.workspace_id)
