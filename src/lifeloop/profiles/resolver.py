@@ -67,10 +67,12 @@ def resolve_pending(
         workspace_ids = [workspace_id]
     total = 0
     for ws in workspace_ids:
+
+        def one_batch(conn: Connection, ws: int = ws) -> int:
+            return resolve_batch(conn, ws, batch_size=batch_size)
+
         while True:
-            placed = transaction(
-                engine, lambda conn, ws=ws: resolve_batch(conn, ws, batch_size=batch_size), background=True
-            )
+            placed = transaction(engine, one_batch, background=True)
             total += placed
             if on_progress is not None and placed:
                 on_progress(placed)
