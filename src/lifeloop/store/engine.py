@@ -111,8 +111,18 @@ class _WriterTurns:
                 self._busy = False
                 self._cond.notify_all()
 
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
 
 _sqlite_writers: weakref.WeakKeyDictionary[Engine, _WriterTurns] = weakref.WeakKeyDictionary()
+
+
+def sqlite_writer_busy(engine: Engine) -> bool:
+    """Whether a thread of this process holds the SQLite write turn right now (a hint, not a lock)."""
+    turns = _sqlite_writers.get(engine)
+    return turns is not None and turns.busy
 
 
 def _writer_turn(engine: Engine, *, background: bool) -> AbstractContextManager[object]:
