@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from lifeloop.messaging.channels.base import SendResult, SendStatus
 from lifeloop.store.schema import utcnow
 
 DEFAULT_TIMEOUT = 10.0
@@ -48,6 +49,32 @@ def json_or_empty(response: httpx.Response) -> dict[str, Any]:
 
 class TokenExpired(Exception):
     """The provider rejected our access token; it is dropped from the cache and fetched again."""
+
+
+Answer = tuple[httpx.Response, dict[str, Any]]
+
+
+def call_with_token(provider: str, call: Callable[[], Answer]) -> Answer | SendResult:
+    """Run a WeChat/WeCom API call that needs an access token.
+
+    What stops the call before the provider could answer it (no usable token, the token endpoint
+    failing, the network, a 5xx) becomes the SendResult the outbox acts on; an answer is returned.
+    """
+    try:
+        response, answer = call()
+    except TokenExpired as error:
+        return SendResult(SendStatus.PERMANENT, reason=f"{provider} rejected a fresh access token: {error}")
+    except PermissionError as error:
+        return SendResult(SendStatus.PERMANENT, reason=str(error))
+    except httpx.HTTPStatusError as error:
+        status = error.response.status_code
+        kind = SendStatus.TRANSIENT if status >= 500 or status == 429 else SendStatus.PERMANENT
+        return SendResult(kind, reason=f"{provider} access token HTTP {status}")
+    except httpx.TransportError as error:
+        return SendResult(SendStatus.TRANSIENT, reason=f"{provider} unreachable: {error!r}")
+    if response.status_code >= 500:
+        return SendResult(SendStatus.TRANSIENT, reason=f"{provider} HTTP {response.status_code}")
+    return response, answer
 
 
 class AccessTokenCache:

@@ -8,7 +8,14 @@ from typing import Any
 import httpx
 
 from lifeloop.messaging.channels.base import OutboundMessage, SendResult, SendStatus
-from lifeloop.messaging.channels.http import AccessTokenCache, TokenExpired, json_or_empty, make_client
+from lifeloop.messaging.channels.http import (
+    AccessTokenCache,
+    Answer,
+    TokenExpired,
+    call_with_token,
+    json_or_empty,
+    make_client,
+)
 
 API_BASE_URL = "https://api.weixin.qq.com"
 TOKENS = AccessTokenCache()
@@ -90,23 +97,17 @@ class WeChatAdapter:
             return SendResult(SendStatus.PERMANENT, reason=str(error))
         # Deduplicated by WeChat for a while; the same key on every attempt of one message.
         payload.setdefault("client_msg_id", message.idempotency_key[:64])
-        try:
+
+        def post_refreshing_once() -> Answer:
             try:
-                response, answer = self._post(payload)
+                return self._post(payload)
             except TokenExpired:  # refreshed once: a token can be revoked by a fetch elsewhere
-                response, answer = self._post(payload)
-        except TokenExpired as error:
-            return SendResult(SendStatus.PERMANENT, reason=f"WeChat rejected a fresh access token: {error}")
-        except PermissionError as error:
-            return SendResult(SendStatus.PERMANENT, reason=str(error))
-        except httpx.HTTPStatusError as error:
-            status = error.response.status_code
-            kind = SendStatus.TRANSIENT if status >= 500 or status == 429 else SendStatus.PERMANENT
-            return SendResult(kind, reason=f"WeChat token HTTP {status}")
-        except httpx.TransportError as error:
-            return SendResult(SendStatus.TRANSIENT, reason=f"WeChat unreachable: {error!r}")
-        if response.status_code >= 500:
-            return SendResult(SendStatus.TRANSIENT, reason=f"WeChat HTTP {response.status_code}")
+                return self._post(payload)
+
+        called = call_with_token("WeChat", post_refreshing_once)
+        if isinstance(called, SendResult):
+            return called
+        _response, answer = called
         result = classify_errcode(int(answer.get("errcode", -1)), str(answer.get("errmsg", "no errcode")))
         if result.status is SendStatus.DELIVERED:
             return SendResult(

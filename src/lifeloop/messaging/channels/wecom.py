@@ -16,7 +16,13 @@ from typing import Any
 import httpx
 
 from lifeloop.messaging.channels.base import OutboundMessage, SendResult, SendStatus
-from lifeloop.messaging.channels.http import AccessTokenCache, TokenExpired, json_or_empty, make_client
+from lifeloop.messaging.channels.http import (
+    AccessTokenCache,
+    TokenExpired,
+    call_with_token,
+    json_or_empty,
+    make_client,
+)
 
 API_BASE_URL = "https://qyapi.weixin.qq.com"
 TOKENS = AccessTokenCache()
@@ -128,20 +134,10 @@ class WeComAdapter:
                     **body,
                 },
             )
-        try:
-            response, answer = self.call(path, payload)
-        except TokenExpired as error:
-            return SendResult(SendStatus.PERMANENT, reason=f"WeCom rejected a fresh access token: {error}")
-        except PermissionError as error:
-            return SendResult(SendStatus.PERMANENT, reason=str(error))
-        except httpx.HTTPStatusError as error:
-            status = error.response.status_code
-            kind = SendStatus.TRANSIENT if status >= 500 or status == 429 else SendStatus.PERMANENT
-            return SendResult(kind, reason=f"WeCom gettoken HTTP {status}")
-        except httpx.TransportError as error:
-            return SendResult(SendStatus.TRANSIENT, reason=f"WeCom unreachable: {error!r}")
-        if response.status_code >= 500:
-            return SendResult(SendStatus.TRANSIENT, reason=f"WeCom HTTP {response.status_code}")
+        called = call_with_token("WeCom", lambda: self.call(path, payload))
+        if isinstance(called, SendResult):
+            return called
+        response, answer = called
         if response.status_code == 429:
             return SendResult(SendStatus.RATE_LIMITED, retry_after=60.0, reason="WeCom HTTP 429")
         result = classify_errcode(int(answer.get("errcode", -1)), str(answer.get("errmsg", "no errcode")))
