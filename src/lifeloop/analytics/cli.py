@@ -45,11 +45,9 @@ def _path(store: Path | None) -> Path:
 
 
 def _workspace_id(workspace: str) -> int:
-    from lifeloop.workspaces.service import get_workspace
+    from lifeloop.workspaces.service import workspace_id_of
 
-    engine = open_engine()
-    with engine.connect() as conn:
-        return get_workspace(conn, workspace).id
+    return workspace_id_of(open_engine(), workspace)
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:

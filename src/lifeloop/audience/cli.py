@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
+from lifeloop.workspaces.service import workspace_id_of
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -20,14 +21,6 @@ segments_app = typer.Typer(help="Segments: saved conditions with live membership
 WorkspaceOption = Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]
 ProfileOption = Annotated[int | None, typer.Option("--profile", help="Profile id.")]
 UserOption = Annotated[str | None, typer.Option("--user", help="Or the profile's userId.")]
-
-
-def _workspace_id(engine: Engine, workspace: str) -> int:
-    from lifeloop.store.engine import connect
-    from lifeloop.workspaces.service import get_workspace
-
-    with connect(engine) as conn:
-        return get_workspace(conn, workspace).id
 
 
 def _profile_id(engine: Engine, workspace_id: int, profile: int | None, user: str | None) -> int:
@@ -60,7 +53,7 @@ def tags_add(
     from lifeloop.audience import service
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     profile_id = _profile_id(engine, workspace_id, profile, user)
     expires_at = None if expires is None else (expires if expires.tzinfo else expires.replace(tzinfo=UTC))
     with engine.begin() as conn:
@@ -80,7 +73,7 @@ def tags_remove(
     from lifeloop.audience import service
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     profile_id = _profile_id(engine, workspace_id, profile, user)
     with engine.begin() as conn:
         service.remove_manual_tag(conn, workspace_id, profile_id, tag)
@@ -96,7 +89,7 @@ def tags_list(workspace: WorkspaceOption, profile: ProfileOption = None, user: U
     from lifeloop.store.schema import utcnow
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     if profile is None and user is None:
         with connect(engine) as conn:
             counts = query.tag_counts(conn, workspace_id, utcnow())
@@ -131,7 +124,7 @@ def tags_rules(
     from lifeloop.store.engine import connect
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     if (tag is None) != (when is None):
         fail("--tag and --when go together")
     with engine.begin() as conn:
@@ -178,7 +171,7 @@ def segments_create(
     from lifeloop.store.engine import connect
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     with engine.begin() as conn:
         _row, definition = definitions.create_segment(conn, workspace_id, key, name, condition, description)
     batch.after_definition_change(engine, workspace_id, definition)
@@ -195,7 +188,7 @@ def segments_list(workspace: WorkspaceOption) -> None:
     from lifeloop.store.engine import connect
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     table = Table("key", "name", "members", "condition")
     with connect(engine) as conn:
         for row in definitions.list_segments(conn, workspace_id):
@@ -214,7 +207,7 @@ def segments_count(
     from lifeloop.store.engine import connect
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
         console.print(str(query.member_count(conn, workspace_id, key)))
 
@@ -235,7 +228,7 @@ def segments_preview(
     from lifeloop.store.schema import utcnow
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
         source = target if condition else definitions.get_segment(conn, workspace_id, target)["condition"]
         found = query.preview(conn, workspace_id, source, now=utcnow(), limit=limit)
@@ -258,7 +251,7 @@ def segments_export(
     from lifeloop.store.engine import connect
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
         segment_id = query.segment_id_of(conn, workspace_id, key)
     chunks = query.export_csv(engine, workspace_id, segment_id)

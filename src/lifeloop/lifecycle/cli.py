@@ -8,22 +8,14 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy import Engine
 
 from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
+from lifeloop.workspaces.service import workspace_id_of
 
 lifecycle_app = typer.Typer(
     help="Lifecycle models: presets, custom YAML, stage counts.", no_args_is_help=True
 )
 WorkspaceOption = Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]
-
-
-def _workspace_id(engine: Engine, workspace: str) -> int:
-    from lifeloop.store.engine import connect
-    from lifeloop.workspaces.service import get_workspace
-
-    with connect(engine) as conn:
-        return get_workspace(conn, workspace).id
 
 
 @lifecycle_app.command("presets")
@@ -50,7 +42,7 @@ def install(
     from lifeloop.lifecycle import service
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     path = Path(model)
     with engine.begin() as conn:
         if path.suffix in (".yaml", ".yml"):
@@ -71,7 +63,7 @@ def stages(workspace: WorkspaceOption) -> None:
     from lifeloop.store.engine import connect
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
         model = service.require_active_model(conn, workspace_id)
         counts = service.stage_distribution(conn, workspace_id)
@@ -88,7 +80,7 @@ def recompute(workspace: WorkspaceOption) -> None:
     from lifeloop.lifecycle import service
 
     engine = open_engine()
-    workspace_id = _workspace_id(engine, workspace)
+    workspace_id = workspace_id_of(engine, workspace)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err) as progress:
         task = progress.add_task("recomputing stages", total=None)

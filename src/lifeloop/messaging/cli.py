@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from lifeloop.cli_support import console, explains_errors, fail, open_engine
+from lifeloop.workspaces.service import workspace_id_of
 
 messages_app = typer.Typer(help="Send messages and run the delivery worker.", no_args_is_help=True)
 deliveries_app = typer.Typer(
@@ -18,14 +19,6 @@ deliveries_app = typer.Typer(
 )
 
 Workspace = Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]
-
-
-def _workspace_id(engine: object, workspace: str) -> int:
-    from lifeloop.store.engine import connect
-    from lifeloop.workspaces.service import get_workspace
-
-    with connect(engine) as conn:  # type: ignore[arg-type]
-        return get_workspace(conn, workspace).id
 
 
 @messages_app.command("send-test")
@@ -63,7 +56,7 @@ def send_test(
         except json.JSONDecodeError as error:
             fail(f"--content is not JSON: {error}")
         engine = open_engine()
-        ws = _workspace_id(engine, workspace)
+        ws = workspace_id_of(engine, workspace)
         entry, created = transaction(
             engine,
             lambda conn: service.send_message(
@@ -173,7 +166,7 @@ def list_command(
     @explains_errors
     def run() -> None:
         engine = open_engine()
-        ws = _workspace_id(engine, workspace)
+        ws = workspace_id_of(engine, workspace)
         with connect(engine) as conn:
             entries, _ = service.list_deliveries(
                 conn, ws, limit=limit, status=status, channel=channel, profile_id=profile

@@ -9,7 +9,7 @@ import threading
 import time
 from zoneinfo import available_timezones
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from lifeloop.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from lifeloop.store.schema import utcnow
@@ -58,6 +58,14 @@ def create_workspace(
         .returning(*workspaces.c)
     ).one()
     return Workspace(**row._mapping)
+
+
+def workspace_id_of(engine: Engine, slug_or_id: str | int) -> int:
+    """The id of a workspace named by slug or id, read on a connection of its own (CLI, webhooks)."""
+    from lifeloop.store.engine import connect
+
+    with connect(engine) as conn:
+        return get_workspace(conn, slug_or_id).id
 
 
 def get_workspace(conn: Connection, slug_or_id: str | int) -> Workspace:

@@ -27,7 +27,7 @@ from lifeloop.messaging.inbound.tokens import TrackingToken
 from lifeloop.store.engine import connect
 from lifeloop.store.schema import utcnow
 from lifeloop.workspaces.models import SourceKey
-from lifeloop.workspaces.service import create_source, get_workspace, list_sources
+from lifeloop.workspaces.service import create_source, list_sources, workspace_id_of
 
 LINE_EVENTS = {
     "follow": "Channel Followed",
@@ -65,11 +65,6 @@ def channel_source(engine: Engine, workspace_id: int, channel: str) -> SourceKey
     raise Conflict(f"could not create the {name} source")
 
 
-def workspace_id_for(engine: Engine, slug: str) -> int:
-    with connect(engine) as conn:
-        return get_workspace(conn, slug).id
-
-
 def _record(engine: Engine, workspace_id: int, channel: str, raws: list[dict[str, Any]]) -> IngestResult:
     if not raws:
         return IngestResult(accepted=0, duplicates=0, event_ids=[])
@@ -102,7 +97,7 @@ def line_webhook(
     engine: Engine, slug: str, body: bytes, signature: str | None, *, name: str | None
 ) -> IngestResult:
     """Verify X-Line-Signature over the raw body, then record follow/unfollow/message/postback."""
-    workspace_id = workspace_id_for(engine, slug)
+    workspace_id = workspace_id_of(engine, slug)
     with connect(engine) as conn:
         config, credentials = load_config(conn, workspace_id, "line", name=name)
     secret = str(credentials.get("channel_secret") or "")
@@ -228,7 +223,7 @@ def wecom_verify_url(
     engine: Engine, slug: str, *, signature: str, timestamp: str, nonce: str, echostr: str, name: str | None
 ) -> str:
     """WeCom's URL check when the callback is saved: verify, decrypt echostr, answer its plaintext."""
-    crypto = _wecom_crypto(engine, workspace_id_for(engine, slug), name)
+    crypto = _wecom_crypto(engine, workspace_id_of(engine, slug), name)
     try:
         return crypto.open(signature, timestamp, nonce, echostr)
     except CallbackCryptoError as error:
@@ -239,7 +234,7 @@ def wecom_callback(
     engine: Engine, slug: str, body: bytes, *, signature: str, timestamp: str, nonce: str, name: str | None
 ) -> IngestResult:
     """Verify and decrypt a callback; record external-contact changes as events."""
-    workspace_id = workspace_id_for(engine, slug)
+    workspace_id = workspace_id_of(engine, slug)
     crypto = _wecom_crypto(engine, workspace_id, name)
     encrypted = _parse_xml(body).get("Encrypt")
     if not encrypted:
