@@ -29,7 +29,7 @@ from lifeloop.errors import Conflict, InvalidInput, LifeloopError, NotFound
 from lifeloop.events.messages import MAX_BATCH_BYTES
 from lifeloop.lifecycle.service import active_model, install_preset
 from lifeloop.profiles.resolver import count_pending
-from lifeloop.store.engine import connect, create_store_engine
+from lifeloop.store.engine import create_store_engine
 from lifeloop.store.migrate import upgrade
 from lifeloop.web.app import create_app
 from lifeloop.workspaces.service import (
@@ -38,6 +38,7 @@ from lifeloop.workspaces.service import (
     create_workspace,
     get_workspace,
     list_sources,
+    workspace_id_of,
 )
 
 HOST = "127.0.0.1"
@@ -315,8 +316,7 @@ def _load(
 
 def _await_profiles(engine: Engine, slug: str, progress: Progress) -> None:
     """Wait while the server's resolver places the events just sent on their customers' profiles."""
-    with connect(engine) as conn:
-        workspace_id = get_workspace(conn, slug).id
+    workspace_id = workspace_id_of(engine, slug)
     total = left = count_pending(engine, workspace_id)
     task = progress.add_task("placing events on profiles", total=total, rate=0.0)
     while left:
