@@ -8,34 +8,48 @@ so a recompute over a consistent workspace changes nothing. Rechecks are rebuilt
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, or_, select, update
+from sqlalchemy import Connection, Engine, case, func, or_, select, update
 
-from lifeloop.audience.definitions import SEGMENT, TAG_RULE, Audience, Definition, depends_on_time, load
-from lifeloop.audience.models import profile_tags, segment_members
-from lifeloop.audience.service import _stages_read_tags, _View, schedule
+from lifeloop.audience.definitions import (
+    SEGMENT,
+    TAG_RULE,
+    Audience,
+    Definition,
+    depends_on_time,
+    expiry_after,
+    load,
+    uses,
+)
+from lifeloop.audience.models import audience_rechecks, profile_tags, segment_members
+from lifeloop.audience.service import LIFECYCLE_LAG, _stages_read_tags
 from lifeloop.audience.state import (
     Change,
     Emits,
     TagState,
-    drop_tag,
-    event_tags_of,
-    load_members,
-    load_tags,
+    drop_tags,
     merge_expiry,
-    put_tag,
-    set_membership,
+    put_tags,
+    set_memberships,
+    tag_values,
 )
 from lifeloop.conditions import matching_profiles
+from lifeloop.conditions.ast import InStage
+from lifeloop.conditions.evaluator import lookup
+from lifeloop.conditions.sql_json import Json, JsonSql
 from lifeloop.events.models import events
 from lifeloop.lifecycle import service as lifecycle
-from lifeloop.profiles.computed import event_name
+from lifeloop.lifecycle.models import lifecycle_rechecks
+from lifeloop.lifecycle.rechecks import recheck_candidates, store_rechecks
+from lifeloop.profiles.computed import raw_names
 from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect, transaction
 from lifeloop.store.locks import RESOLUTION, lock_workspace
+from lifeloop.store.rows import IN_CHUNK
 from lifeloop.store.schema import utcnow
 
 
@@ -49,30 +63,37 @@ def _live_profiles(conn: Connection, workspace_id: int) -> list[int]:
 def _event_tag_targets(
     conn: Connection, workspace_id: int, audience: Audience, now: datetime
 ) -> dict[tuple[int, str], datetime | None]:
-    """``(profile, tag) → expiry`` over the whole log, reading only events some rule names."""
-    names = set(audience.event_rules)
-    if not names:
-        return {}
-    page_types = [t for t in ("page", "screen") if event_name(t, None) in names]
-    e = events.c
-    query = (
-        select(e.profile_id, e.type, e.event, e.timestamp, e.properties)
-        .where(
-            e.workspace_id == workspace_id,
-            e.profile_id.is_not(None),
-            or_((e.type == "track") & e.event.in_(sorted(names)), e.type.in_(page_types)),
-        )
-        .execution_options(yield_per=2000)
-    )
+    """``(profile, tag) → expiry`` over the whole log, as ``state.event_tags_of`` gives it event by event.
+
+    The database groups the events per (profile, value of the rule's property) with the latest time, so
+    Python sees each distinct value of a profile once (and parses each distinct JSON text once), not
+    every event."""
+    json_sql = JsonSql(workspace_id, postgresql=conn.dialect.name == "postgresql")
+    parsed: dict[str, list[str]] = {}
     found: dict[tuple[int, str], datetime | None] = {}
-    for row in conn.execute(query):
-        for tag, expires_at in event_tags_of(
-            audience, row.type, row.event, row.properties, row.timestamp
-        ).items():
-            if expires_at is not None and expires_at <= now:
-                continue
-            key = (row.profile_id, tag)
-            found[key] = merge_expiry(found[key], expires_at) if key in found else expires_at
+    e = events.c
+    for name, rules in audience.event_rules.items():
+        for path in sorted({rule.path for rule in rules}):
+            value = json_sql.json_text(Json(e.properties, path)).label("value")
+            query = (
+                select(e.profile_id, value, func.max(e.timestamp).label("last"))
+                .where(e.workspace_id == workspace_id, e.profile_id.is_not(None), raw_names(events, name))
+                .group_by(e.profile_id, value)
+            )
+            for row in conn.execute(query):
+                if row.value is None:
+                    continue
+                if row.value not in parsed:
+                    parsed[row.value] = tag_values(lookup({"v": json.loads(row.value)}, ("v",)))
+                for rule in rules:
+                    if rule.path != path:
+                        continue
+                    expires_at = expiry_after(row.last, rule.ttl)
+                    if expires_at is not None and expires_at <= now:
+                        continue
+                    for suffix in parsed[row.value]:
+                        key = (row.profile_id, f"{rule.prefix}:{suffix}"[:128])
+                        found[key] = merge_expiry(found[key], expires_at) if key in found else expires_at
     return found
 
 
@@ -87,33 +108,29 @@ def _rebuild_event_tags(
             select(t.profile_id, t.tag, t.kind, t.expires_at).where(t.workspace_id == workspace_id)
         )
     }
-    changes: list[Change] = []
-    for (pid, tag), state in current.items():
-        if state.kind == "event" and (pid, tag) not in target:
-            drop_tag(conn, workspace_id, pid, tag, "event", now=now, reason="recompute", emits=emits)
-            changes.append(Change(pid, "tag", tag, "removed", "recompute"))
-    for (pid, tag), expires_at in target.items():
+    gone = sorted(
+        (pid, tag, "event")
+        for (pid, tag), held in current.items()
+        if held.kind == "event" and (pid, tag) not in target
+    )
+    new = sorted(
+        (pid, tag, TagState("event", at)) for (pid, tag), at in target.items() if (pid, tag) not in current
+    )
+    moved: dict[tuple[str, datetime | None], list[int]] = {}  # (tag, new expiry) → profiles
+    for (pid, tag), at in target.items():
         held = current.get((pid, tag))
-        if held is None:
-            put_tag(
-                conn,
-                workspace_id,
-                pid,
-                tag,
-                TagState("event", expires_at),
-                now=now,
-                reason="recompute",
-                announce=True,
-                emits=emits,
-            )
-            changes.append(Change(pid, "tag", tag, "added", "recompute"))
-        elif held.kind == "event" and held.expires_at != expires_at:
-            conn.execute(
-                update(profile_tags)
-                .where(t.workspace_id == workspace_id, t.profile_id == pid, t.tag == tag)
-                .values(expires_at=expires_at)
-            )
-    return changes
+        if held is not None and held.kind == "event" and held.expires_at != at:
+            moved.setdefault((tag, at), []).append(pid)
+    drop_tags(conn, workspace_id, gone, now=now, reason="recompute", emits=emits)
+    put_tags(conn, workspace_id, new, now=now, reason="recompute", announce=True, emits=emits)
+    for (tag, at), pids in moved.items():
+        for start in range(0, len(pids), IN_CHUNK):
+            chunk = pids[start : start + IN_CHUNK]
+            where = (t.workspace_id == workspace_id, t.tag == tag, t.profile_id.in_(chunk))
+            conn.execute(update(profile_tags).where(*where).values(expires_at=at))
+    return [Change(pid, "tag", tag, "removed", "recompute") for pid, tag, _ in gone] + [
+        Change(pid, "tag", tag, "added", "recompute") for pid, tag, _ in new
+    ]
 
 
 def _drop_stale_tags(
@@ -128,14 +145,17 @@ def _drop_stale_tags(
             or_(t.expires_at <= now, t.kind == "rule"),
         )
     ).all()
-    changes = []
+    stale: dict[str, list[tuple[int, str, str]]] = {}  # reason → (profile, tag, kind)
     for r in rows:
         reason = "expired" if r.expires_at is not None and r.expires_at <= now else None
         if reason is None and r.kind == "rule" and r.tag not in rules:
             reason = "rule deleted"
         if reason:
-            drop_tag(conn, workspace_id, r.profile_id, r.tag, r.kind, now=now, reason=reason, emits=emits)
-            changes.append(Change(r.profile_id, "tag", r.tag, "removed", reason))
+            stale.setdefault(reason, []).append((r.profile_id, r.tag, r.kind))
+    changes = []
+    for reason, tags in stale.items():
+        drop_tags(conn, workspace_id, tags, now=now, reason=reason, emits=emits)
+        changes += [Change(pid, "tag", tag, "removed", reason) for pid, tag, _ in tags]
     return changes
 
 
@@ -144,7 +164,7 @@ def apply_definition(
 ) -> list[Change]:
     """Write one tag rule's holders or one segment's members as its SQL query finds them."""
     matching = set(matching_profiles(conn, workspace_id, definition.condition, now=now))
-    changes: list[Change] = []
+    key = definition.key
     if definition.kind == TAG_RULE:
         t = profile_tags.c
         holders = {
@@ -152,51 +172,67 @@ def apply_definition(
             for r in conn.execute(
                 select(t.profile_id, t.kind).where(
                     t.workspace_id == workspace_id,
-                    t.tag == definition.key,
+                    t.tag == key,
                     t.expires_at.is_(None) | (t.expires_at > now),
                 )
             )
         }
-        for pid in sorted(matching - set(holders)):
-            state = TagState("rule", None)
-            put_tag(
-                conn,
-                workspace_id,
-                pid,
-                definition.key,
-                state,
-                now=now,
-                reason=reason,
-                announce=True,
-                emits=emits,
-                also_emit=definition.emit_on_add,
-            )
-            changes.append(Change(pid, "tag", definition.key, "added", reason))
-        for pid in sorted(p for p, kind in holders.items() if kind == "rule" and p not in matching):
-            drop_tag(conn, workspace_id, pid, definition.key, "rule", now=now, reason=reason, emits=emits)
-            changes.append(Change(pid, "tag", definition.key, "removed", reason))
-        return changes
+        added = sorted(matching - set(holders))
+        removed = sorted(p for p, kind in holders.items() if kind == "rule" and p not in matching)
+        rule = TagState("rule", None)
+        given = [(pid, key, rule) for pid in added]
+        put_tags(
+            conn,
+            workspace_id,
+            given,
+            now=now,
+            reason=reason,
+            announce=True,
+            emits=emits,
+            also_emit=definition.emit_on_add,
+        )
+        dropped = [(pid, key, "rule") for pid in removed]
+        drop_tags(conn, workspace_id, dropped, now=now, reason=reason, emits=emits)
+        return [Change(pid, "tag", key, "added", reason) for pid in added] + [
+            Change(pid, "tag", key, "removed", reason) for pid in removed
+        ]
     m = segment_members.c
     members = set(
         conn.execute(
             select(m.profile_id).where(m.workspace_id == workspace_id, m.segment_id == definition.id)
         ).scalars()
     )
-    for pid in sorted(matching ^ members):
-        entered = pid in matching
-        set_membership(
-            conn,
-            workspace_id,
-            pid,
-            definition.id,
-            definition.key,
-            entered,
-            now=now,
-            reason=reason,
-            emits=emits,
+    changes: list[Change] = []
+    for entered, pids in ((True, sorted(matching - members)), (False, sorted(members - matching))):
+        set_memberships(
+            conn, workspace_id, definition.id, key, pids, entered, now=now, reason=reason, emits=emits
         )
-        changes.append(Change(pid, "segment", definition.key, "entered" if entered else "exited", reason))
+        action = "entered" if entered else "exited"
+        changes += [Change(pid, "segment", key, action, reason) for pid in pids]
     return changes
+
+
+def _write_rechecks(
+    conn: Connection, workspace_id: int, audience: Audience, *, now: datetime, low: int, high: int
+) -> None:
+    """``service.schedule`` for every live profile with an id in ``low..high``, in SQL: the conditions'
+    time thresholds and window exits (``lifecycle.rechecks``), tag expiries and, when a condition reads
+    a stage, the lifecycle recheck (no sooner than ``LIFECYCLE_LAG`` from now)."""
+    conditions = audience.conditions()
+    plan, candidates = recheck_candidates(conn, workspace_id, conditions, now=now, low=low, high=high)
+    t = profile_tags.c
+    candidates.append(
+        select(t.profile_id, t.expires_at).where(
+            t.workspace_id == workspace_id, *plan.profiles(t.profile_id), t.expires_at > plan.at(now)
+        )
+    )
+    if any(uses(c, InStage) for c in conditions):
+        r, soonest = lifecycle_rechecks.c, plan.at(now + LIFECYCLE_LAG)
+        staged = case((r.recheck_at > soonest, r.recheck_at), else_=soonest)
+        candidates.append(
+            select(r.profile_id, staged).where(r.workspace_id == workspace_id, *plan.profiles(r.profile_id))
+        )
+    store_rechecks(conn, audience_rechecks, {"workspace_id": workspace_id}, plan, candidates)
 
 
 def rebuild_rechecks(
@@ -204,20 +240,17 @@ def rebuild_rechecks(
     workspace_id: int,
     *,
     now: datetime,
-    chunk_size: int = 1000,
+    chunk_size: int = 20_000,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
+    """Every live profile's audience recheck, per range of ``chunk_size`` profile ids (a transaction each)."""
     with connect(engine) as conn:
         live = _live_profiles(conn, workspace_id)
     for start in range(0, len(live), chunk_size):
         chunk = live[start : start + chunk_size]
 
-        def work(conn: Connection, chunk: list[int] = chunk) -> None:
-            audience = load(conn, workspace_id)
-            tags, members = load_tags(conn, workspace_id, chunk), load_members(conn, workspace_id, chunk)
-            for pid in chunk:
-                view = _View(conn, workspace_id, pid, now=now, tags=tags[pid], members=members[pid])
-                schedule(conn, workspace_id, audience, view, tags[pid])
+        def work(conn: Connection, low: int = chunk[0], high: int = chunk[-1]) -> None:
+            _write_rechecks(conn, workspace_id, load(conn, workspace_id), now=now, low=low, high=high)
 
         transaction(engine, work)
         if on_progress is not None:
@@ -230,7 +263,7 @@ def recompute_audience(
     *,
     now: datetime | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-    chunk_size: int = 1000,
+    chunk_size: int = 20_000,
     event_tags: bool = True,
 ) -> list[Change]:
     """Rebuild event tags (unless ``event_tags`` is False), expiries, rule tags and segments of a

@@ -8,16 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, select
 
 from lifeloop.audience.definitions import Audience, expiry_after
 from lifeloop.audience.models import profile_tags, segment_members, segments
 from lifeloop.conditions.evaluator import lookup
-from lifeloop.events import store as event_store
 from lifeloop.events.messages import Message
-from lifeloop.events.models import events
-from lifeloop.profiles import computed
+from lifeloop.events.own import record_own_events
 from lifeloop.profiles.computed import event_name
+from lifeloop.store.rows import delete_in, insert_rows
 
 TAG_ADDED, TAG_REMOVED = "Tag Added", "Tag Removed"
 SEGMENT_ENTERED, SEGMENT_EXITED = "Segment Entered", "Segment Exited"
@@ -60,25 +59,42 @@ class Emits:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
-        for start in range(0, len(pending), 1000):  # bounded IN lists
-            chunk = pending[start : start + 1000]
-            event_store.append_events(conn, workspace_id, None, [m for _, m in chunk])
-            owner = {m.message_id: pid for pid, m in chunk}
-            rows = conn.execute(
-                select(events.c.id, events.c.message_id).where(
-                    events.c.workspace_id == workspace_id, events.c.message_id.in_(list(owner))
-                )
-            )
-            event_store.place_events(conn, workspace_id, [(r.id, owner[r.message_id]) for r in rows])
-        computed.apply_resolved_events(
-            conn,
-            workspace_id,
-            [computed.ResolvedEvent(pid, "track", m.event, m.timestamp, m.properties) for pid, m in pending],
-        )
+        record_own_events(conn, workspace_id, pending)
 
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
+
+
+def put_tags(
+    conn: Connection,
+    workspace_id: int,
+    tags: Sequence[tuple[int, str, TagState]],
+    *,
+    now: datetime,
+    reason: str,
+    announce: bool,
+    emits: Emits,
+    also_emit: str | None = None,
+) -> None:
+    """Give (or replace) ``(profile, tag, state)`` tags: a few multi-row statements for any number."""
+    if not tags:
+        return
+    t = profile_tags.c
+    by_tag: dict[str, list[int]] = {}
+    for pid, tag, _state in tags:
+        by_tag.setdefault(tag, []).append(pid)
+    for tag, pids in by_tag.items():
+        delete_in(conn, profile_tags, "profile_id", pids, t.workspace_id == workspace_id, t.tag == tag)
+    columns = ("workspace_id", "profile_id", "tag", "kind", "added_at", "expires_at")
+    rows = [(workspace_id, pid, tag, state.kind, now, state.expires_at) for pid, tag, state in tags]
+    insert_rows(conn, profile_tags, columns, rows)
+    if announce:
+        for pid, tag, state in tags:
+            props = {"tag": tag, "kind": state.kind, "reason": reason, "expires_at": _iso(state.expires_at)}
+            emits.add(pid, TAG_ADDED, props, now)
+            if also_emit:
+                emits.add(pid, also_emit, props, now)
 
 
 def put_tag(
@@ -94,28 +110,35 @@ def put_tag(
     emits: Emits,
     also_emit: str | None = None,
 ) -> None:
-    conn.execute(
-        delete(profile_tags).where(
-            profile_tags.c.workspace_id == workspace_id,
-            profile_tags.c.profile_id == profile_id,
-            profile_tags.c.tag == tag,
-        )
+    put_tags(
+        conn,
+        workspace_id,
+        [(profile_id, tag, state)],
+        now=now,
+        reason=reason,
+        announce=announce,
+        emits=emits,
+        also_emit=also_emit,
     )
-    conn.execute(
-        insert(profile_tags).values(
-            workspace_id=workspace_id,
-            profile_id=profile_id,
-            tag=tag,
-            kind=state.kind,
-            added_at=now,
-            expires_at=state.expires_at,
-        )
-    )
-    if announce:
-        props = {"tag": tag, "kind": state.kind, "reason": reason, "expires_at": _iso(state.expires_at)}
-        emits.add(profile_id, TAG_ADDED, props, now)
-        if also_emit:
-            emits.add(profile_id, also_emit, props, now)
+
+
+def drop_tags(
+    conn: Connection,
+    workspace_id: int,
+    tags: Sequence[tuple[int, str, str]],
+    *,
+    now: datetime,
+    reason: str,
+    emits: Emits,
+) -> None:
+    """Remove ``(profile, tag, kind)`` tags, each announced by a ``Tag Removed`` event."""
+    t = profile_tags.c
+    by_tag: dict[str, list[int]] = {}
+    for pid, tag, kind in tags:
+        by_tag.setdefault(tag, []).append(pid)
+        emits.add(pid, TAG_REMOVED, {"tag": tag, "kind": kind, "reason": reason}, now)
+    for tag, pids in by_tag.items():
+        delete_in(conn, profile_tags, "profile_id", pids, t.workspace_id == workspace_id, t.tag == tag)
 
 
 def drop_tag(
@@ -129,14 +152,32 @@ def drop_tag(
     reason: str,
     emits: Emits,
 ) -> None:
-    conn.execute(
-        delete(profile_tags).where(
-            profile_tags.c.workspace_id == workspace_id,
-            profile_tags.c.profile_id == profile_id,
-            profile_tags.c.tag == tag,
-        )
-    )
-    emits.add(profile_id, TAG_REMOVED, {"tag": tag, "kind": kind, "reason": reason}, now)
+    drop_tags(conn, workspace_id, [(profile_id, tag, kind)], now=now, reason=reason, emits=emits)
+
+
+def set_memberships(
+    conn: Connection,
+    workspace_id: int,
+    segment_id: int,
+    key: str,
+    profile_ids: Sequence[int],
+    member: bool,
+    *,
+    now: datetime,
+    reason: str,
+    emits: Emits,
+) -> None:
+    """Let ``profile_ids`` enter (``member``) or exit a segment, each with its event."""
+    if member:
+        columns = ("workspace_id", "segment_id", "profile_id", "entered_at")
+        insert_rows(conn, segment_members, columns, [(workspace_id, segment_id, p, now) for p in profile_ids])
+    else:
+        m = segment_members.c
+        where = (m.workspace_id == workspace_id, m.segment_id == segment_id)
+        delete_in(conn, segment_members, "profile_id", profile_ids, *where)
+    props = {"segment": key, "segment_id": segment_id, "reason": reason}
+    for pid in profile_ids:
+        emits.add(pid, SEGMENT_ENTERED if member else SEGMENT_EXITED, props, now)
 
 
 def set_membership(
@@ -151,22 +192,9 @@ def set_membership(
     reason: str,
     emits: Emits,
 ) -> None:
-    if member:
-        conn.execute(
-            insert(segment_members).values(
-                workspace_id=workspace_id, segment_id=segment_id, profile_id=profile_id, entered_at=now
-            )
-        )
-    else:
-        conn.execute(
-            delete(segment_members).where(
-                segment_members.c.workspace_id == workspace_id,
-                segment_members.c.segment_id == segment_id,
-                segment_members.c.profile_id == profile_id,
-            )
-        )
-    props = {"segment": key, "segment_id": segment_id, "reason": reason}
-    emits.add(profile_id, SEGMENT_ENTERED if member else SEGMENT_EXITED, props, now)
+    set_memberships(
+        conn, workspace_id, segment_id, key, [profile_id], member, now=now, reason=reason, emits=emits
+    )
 
 
 # --- reading

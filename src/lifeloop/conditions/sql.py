@@ -10,12 +10,15 @@ false and ``not`` of it true, exactly as in the evaluator. Values read from JSON
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    FromClause,
     Integer,
     Select,
     String,
@@ -64,13 +67,13 @@ from lifeloop.events.models import events
 from lifeloop.lifecycle.models import profile_stages
 from lifeloop.profiles.computed import (
     DAY,
-    INTERACTION_TYPES,
-    NON_INTERACTION_EVENTS,
+    bucket_names,
     computed_event_days,
     computed_event_sums,
     computed_event_times,
     day_start,
     epoch_day,
+    raw_names,
 )
 from lifeloop.profiles.models import profiles
 from lifeloop.store.schema import UTCDateTime
@@ -92,16 +95,57 @@ def matching_profiles(
     return list(conn.execute(query).scalars())
 
 
+@dataclass
+class CompiledConditions:
+    """Conditions compiled together: ``tests[i]`` is condition i, over ``source`` restricted by ``live``."""
+
+    tests: list[ColumnElement[bool]]
+    source: FromClause
+    live: list[ColumnElement[bool]]
+
+
+def compile_conditions(
+    conditions: Sequence[Condition],
+    *,
+    workspace_id: int,
+    now: datetime,
+    dialect: str,
+    id_range: tuple[int, int] | None = None,
+) -> CompiledConditions:
+    """Compile ``conditions`` for every live profile of the workspace (with an id in ``id_range``, inclusive).
+
+    Each distinct computed value (``first_seen``, ``count("X", within=…)``…) is one correlated subquery,
+    evaluated once per profile in a materialised CTE that the tests then read as columns: the ``mall``
+    stages name ``first_seen`` four times, and ``days_since`` reads its time twice.
+    """
+    compiler = _Compiler(workspace_id, now, dialect)
+    live = [profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None)]
+    if id_range is not None:
+        live += [profiles.c.id >= id_range[0], profiles.c.id <= id_range[1]]
+    for condition in conditions:  # first pass: which values the conditions read
+        compiler.condition(condition, None)
+    source: FromClause = profiles
+    if compiler.shared:
+        values = [expr.label(name) for name, expr in compiler.shared.values()]
+        shared = (
+            select(profiles.c.id.label("profile_id"), *values)
+            .where(*live)
+            .cte("shared_values")
+            .prefix_with("MATERIALIZED")  # not inlined: each subquery once per profile
+        )
+        compiler.columns = shared.c
+        source = profiles.join(shared, shared.c.profile_id == profiles.c.id)
+    tests = [compiler.condition(condition, None) for condition in conditions]
+    return CompiledConditions(tests, source, live)
+
+
 def compile_condition(condition: Condition, *, workspace_id: int, now: datetime, dialect: str) -> Select[Any]:
     """``SELECT profiles.id`` of every live profile of the workspace satisfying ``condition``."""
-    compiler = _Compiler(workspace_id, now, dialect)
+    compiled = compile_conditions([condition], workspace_id=workspace_id, now=now, dialect=dialect)
     return (
         select(profiles.c.id)
-        .where(
-            profiles.c.workspace_id == workspace_id,
-            profiles.c.merged_into.is_(None),
-            compiler.condition(condition, None),
-        )
+        .select_from(compiled.source)
+        .where(*compiled.live, compiled.tests[0])
         .order_by(profiles.c.id)
     )
 
@@ -110,6 +154,17 @@ class _Compiler:
     def __init__(self, workspace_id: int, now: datetime, dialect: str):
         self.ws, self.now, self.pg = workspace_id, now, dialect == "postgresql"
         self.json = JsonSql(workspace_id, postgresql=self.pg)
+        self.shared: dict[str, tuple[str, Any]] = {}  # repr(value node) → (column name, subquery)
+        self.columns: Any = None  # the shared values' columns, once their CTE exists
+
+    def shared_value(self, node: Value, build: Callable[[], Any]) -> Any:
+        """A per-profile value: its subquery while the values are collected, then its CTE column."""
+        key = repr(node)
+        if self.columns is not None:
+            return self.columns[self.shared[key][0]]
+        if key not in self.shared:
+            self.shared[key] = (f"v{len(self.shared)}", build())
+        return self.shared[key][1]
 
     def owned(self, profile_id: Any) -> list[ColumnElement[Any]]:
         """Correlate a subquery with the outer profile; the (redundant) workspace test is for the
@@ -195,6 +250,13 @@ class _Compiler:
                 return self.json.as_kind(self.ref(node, event), kind)
             case Now():
                 return self.time(self.now)
+            case Seen() | EventTime() | Count() | Sum() | ActiveDays() | ActiveWeeks():
+                return self.shared_value(node, lambda: self.per_profile(node))
+        raise TypeError(f"cannot compile {node!r} here")
+
+    def per_profile(self, node: Value) -> Any:
+        """The correlated subquery of a value computed from the profile's events."""
+        match node:
             case Seen(which):
                 edge, selector = _SEEN[which]
                 return self.event_time(edge, selector)
@@ -211,36 +273,12 @@ class _Compiler:
         raise TypeError(f"cannot compile {node!r} here")
 
     # --- computed values --------------------------------------------------------------------------
-    def _bucket_names(self, column: Any, selector: Selector | None) -> list[ColumnElement[Any]]:
-        if selector is None:
-            return []
-        if isinstance(selector, Interaction):
-            return [~column.startswith("$"), column.not_in(sorted(NON_INTERACTION_EVENTS))]
-        return [column == selector]
-
-    def _raw_names(self, e: Any, selector: Selector) -> ColumnElement[Any]:
-        """Raw events whose name (profiles.computed.event_name) is selected."""
-        if isinstance(selector, Interaction):
-            track = and_(
-                e.c.type == "track",
-                ~e.c.event.startswith("$"),
-                e.c.event.not_in(sorted(NON_INTERACTION_EVENTS)),
-            )
-            return or_(e.c.type.in_([t for t in INTERACTION_TYPES if t != "track"]), track)
-        named = and_(e.c.type == "track", e.c.event == selector)
-        for type_, name in (("page", "Page Viewed"), ("screen", "Screen Viewed")):
-            if selector == name:
-                return or_(named, e.c.type == type_)
-        if selector.startswith("$") and selector[1:] not in INTERACTION_TYPES:
-            return or_(named, e.c.type == selector[1:])
-        return named
-
     def _raw(self, selector: Selector, since_: datetime | None, until: datetime | None) -> Any:
         e = events.alias("e")
         conditions = [
             e.c.workspace_id == self.ws,
             *self.owned(e.c.profile_id),
-            self._raw_names(e, selector),
+            raw_names(e, selector),
         ]
         if since_ is not None:
             conditions.append(e.c.timestamp > self.time(since_))
@@ -261,7 +299,7 @@ class _Compiler:
             .where(
                 t.workspace_id == self.ws,
                 *self.owned(t.profile_id),
-                *self._bucket_names(t.event, selector),
+                *bucket_names(t.event, selector),
             )
             .scalar_subquery()
         )
@@ -280,7 +318,7 @@ class _Compiler:
         conditions = [
             b.workspace_id == self.ws,
             *self.owned(b.profile_id),
-            *self._bucket_names(b.event, selector),
+            *bucket_names(b.event, selector),
         ]
         if prop is not None:
             conditions.append(b.property == prop)
@@ -298,7 +336,7 @@ class _Compiler:
         conditions = [
             b.workspace_id == self.ws,
             *self.owned(b.profile_id),
-            *self._bucket_names(b.event, Interaction()),
+            *bucket_names(b.event, Interaction()),
         ]
         first_day = None if since_ is None else epoch_day(since_)
         if first_day is not None:
@@ -323,7 +361,7 @@ class _Compiler:
                 *self.owned(b.profile_id),
                 b.day >= first,
                 b.day <= last,
-                *self._bucket_names(b.event, Interaction()),
+                *bucket_names(b.event, Interaction()),
             )
             .scalar_subquery()
         )

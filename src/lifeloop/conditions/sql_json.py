@@ -53,6 +53,12 @@ class JsonSql:
             expr = expr.op("->", return_type=JSONB)(literal(key, String()))
         return expr
 
+    def json_text(self, ref: Json) -> ColumnElement[Any]:
+        """The value as JSON text (``"a"``, ``1.5``, ``[…]``), NULL when missing: for reading in Python."""
+        if self.pg:
+            return cast(self._pg_at(ref), String)
+        return ref.document.op("->", return_type=String)(self._sqlite_path(ref.path))
+
     def as_kind(self, ref: Json, kind: str) -> ColumnElement[Any]:
         """The value as ``kind`` (number, string, bool) or NULL when it is missing or of another kind."""
         kinds = (_PG_KINDS if self.pg else _SQLITE_KINDS)[kind]

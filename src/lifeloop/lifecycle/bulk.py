@@ -11,22 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, insert, select
+from sqlalchemy import Connection, delete
 
-from lifeloop.events import store as event_store
 from lifeloop.events.messages import Message
-from lifeloop.events.models import events
+from lifeloop.events.own import record_own_events
 from lifeloop.lifecycle.definition import LifecycleModel
 from lifeloop.lifecycle.models import lifecycle_rechecks, profile_stages, stage_history
-from lifeloop.profiles import computed
+from lifeloop.store.rows import delete_in, insert_rows
 
 ENTERED = "Lifecycle Stage Entered"
 EXITED = "Lifecycle Stage Exited"
-_SQLITE_VARIABLES = 30_000  # SQLite allows 32,766 bound values per statement
-_IN_CHUNK = 900
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,51 +33,6 @@ class StageChange:
     from_stage: str | None
     to_stage: str | None
     reason: str
-
-
-def _sqlite_value(value: Any) -> Any:
-    # The text SQLAlchemy's SQLite DateTime writes (naive UTC), so rows read back like any other.
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
-
-
-def insert_rows(
-    conn: Connection,
-    table: Table,
-    columns: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-    *,
-    returning: str = "",
-) -> list[Any]:
-    """Insert ``rows`` (tuples in ``columns`` order) as multi-row statements; RETURNING rows if asked.
-
-    SQLite gets pre-serialised values in one driver statement per chunk (SQLAlchemy's per-value bind
-    processing would cost more than the insert); PostgreSQL gets SQLAlchemy's batched executemany.
-    """
-    if not rows:
-        return []
-    if conn.dialect.name != "sqlite":
-        statement: Any = insert(table)
-        if returning:
-            statement = statement.returning(
-                *(table.c[c.strip()] for c in returning.split(",")), sort_by_parameter_order=True
-            )
-        result = conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
-        return list(result) if returning else []
-    per_statement = max(1, _SQLITE_VARIABLES // len(columns))
-    marks = "(" + ",".join("?" * len(columns)) + ")"
-    out: list[Any] = []
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES " + ",".join([marks] * len(chunk))
-        if returning:
-            sql += f" RETURNING {returning}"
-        params = tuple(_sqlite_value(v) for row in chunk for v in row)
-        result = conn.exec_driver_sql(sql, params)
-        if returning:
-            out += result.all()
-    return out
 
 
 def _emitted(model: LifecycleModel, change: StageChange, history_id: int, at: datetime) -> list[Message]:
@@ -104,28 +56,6 @@ def _emitted(model: LifecycleModel, change: StageChange, history_id: int, at: da
     return out
 
 
-def _emit(conn: Connection, workspace_id: int, owners: dict[str, int], messages: list[Message]) -> None:
-    """Events lifeloop itself records on profiles, placed at once (they need no identity resolution)."""
-    ids = event_store.append_events(conn, workspace_id, None, messages)
-    if not ids:
-        return
-    # Which stored id is which message: read back by id range (a primary-key scan, no long IN list).
-    stored = set(ids)
-    by_mid = {m.message_id: m for m in messages}
-    rows = conn.execute(
-        select(events.c.id, events.c.message_id).where(
-            events.c.workspace_id == workspace_id, events.c.id >= min(ids), events.c.id <= max(ids)
-        )
-    )
-    placed = [(r.id, by_mid[r.message_id]) for r in rows if r.id in stored and r.message_id in by_mid]
-    event_store.place_events(conn, workspace_id, [(eid, owners[m.message_id]) for eid, m in placed])
-    resolved = [
-        computed.ResolvedEvent(owners[m.message_id], "track", m.event, m.timestamp, m.properties)
-        for _eid, m in placed
-    ]
-    computed.apply_resolved_events(conn, workspace_id, resolved)
-
-
 def record_changes(
     conn: Connection, workspace_id: int, model: LifecycleModel, changes: Sequence[StageChange], at: datetime
 ) -> None:
@@ -137,24 +67,17 @@ def record_changes(
     history_ids = dict(
         (pid, hid) for hid, pid in insert_rows(conn, stage_history, columns, rows, returning="id, profile_id")
     )
+    s = profile_stages.c
     pids = [c.profile_id for c in changes]
-    for start in range(0, len(pids), _IN_CHUNK):
-        conn.execute(
-            delete(profile_stages).where(
-                profile_stages.c.workspace_id == workspace_id,
-                profile_stages.c.model == model.key,
-                profile_stages.c.profile_id.in_(pids[start : start + _IN_CHUNK]),
-            )
-        )
+    delete_in(conn, profile_stages, "profile_id", pids, s.workspace_id == workspace_id, s.model == model.key)
     entered = [(workspace_id, c.profile_id, model.key, c.to_stage, at) for c in changes if c.to_stage]
     insert_rows(conn, profile_stages, ("workspace_id", "profile_id", "model", "stage", "entered_at"), entered)
-    messages: list[Message] = []
-    owners: dict[str, int] = {}
-    for change in changes:
-        for message in _emitted(model, change, history_ids[change.profile_id], at):
-            messages.append(message)
-            owners[message.message_id] = change.profile_id
-    _emit(conn, workspace_id, owners, messages)
+    emitted = [
+        (change.profile_id, message)
+        for change in changes
+        for message in _emitted(model, change, history_ids[change.profile_id], at)
+    ]
+    record_own_events(conn, workspace_id, emitted)
 
 
 def replace_rechecks(
@@ -174,8 +97,6 @@ def replace_rechecks(
         conn.execute(
             delete(lifecycle_rechecks).where(*scope, r.profile_id >= id_range[0], r.profile_id <= id_range[1])
         )
-    for start in range(0, len(profile_ids or ()), _IN_CHUNK):
-        chunk = list(profile_ids or ())[start : start + _IN_CHUNK]
-        conn.execute(delete(lifecycle_rechecks).where(*scope, r.profile_id.in_(chunk)))
+    delete_in(conn, lifecycle_rechecks, "profile_id", list(profile_ids or ()), *scope)
     rows = [(workspace_id, pid, model, at) for pid, at in times]
     insert_rows(conn, lifecycle_rechecks, ("workspace_id", "profile_id", "model", "recheck_at"), rows)

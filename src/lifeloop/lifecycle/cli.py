@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
@@ -74,8 +82,19 @@ def stages(workspace: WorkspaceOption) -> None:
 
 
 @explains_errors
-def recompute(workspace: WorkspaceOption) -> None:
-    """Rebuild computed properties and stages from the event log, with a progress bar."""
+def recompute(
+    workspace: WorkspaceOption,
+    from_log: Annotated[
+        bool,
+        typer.Option(
+            "--from-log/--no-from-log",
+            help="Also rebuild computed properties and event tags from the event log (the default). "
+            "--no-from-log keeps those, which ingest maintains, and re-evaluates stages, rule tags and "
+            "segments only: what a new model or rule needs.",
+        ),
+    ] = True,
+) -> None:
+    """Rebuild stages, tags and segments (and, by default, computed properties) with progress bars."""
     from lifeloop.audience.batch import recompute_audience
     from lifeloop.lifecycle import service
 
@@ -83,11 +102,17 @@ def recompute(workspace: WorkspaceOption) -> None:
     workspace_id = workspace_id_of(engine, workspace)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err) as progress:
-        task = progress.add_task("recomputing stages", total=None)
+        stages = progress.add_task("stages", total=None)
+        audience = progress.add_task("tags and segments", total=None, start=False)
 
-        def advance(done: int, total: int) -> None:
-            progress.update(task, total=total, advance=done)
+        def advance(task: TaskID) -> Callable[[int, int], None]:
+            def step(done: int, total: int) -> None:
+                progress.start_task(task)
+                progress.update(task, total=total, advance=done)
 
-        changes = service.recompute(engine, workspace_id, on_progress=advance)
+            return step
+
+        changes = service.recompute(engine, workspace_id, on_progress=advance(stages), properties=from_log)
+        moved = recompute_audience(engine, workspace_id, on_progress=advance(audience), event_tags=from_log)
     console.print(f"{len(changes):,} stage changes recorded")
-    console.print(f"{len(recompute_audience(engine, workspace_id)):,} tag and segment changes recorded")
+    console.print(f"{len(moved):,} tag and segment changes recorded")

@@ -26,13 +26,12 @@ from sqlalchemy import (
     Interval,
     Select,
     String,
-    and_,
+    Table,
     case,
     delete,
     func,
     insert,
     literal,
-    or_,
     select,
     union_all,
 )
@@ -58,16 +57,16 @@ from lifeloop.events.models import events
 from lifeloop.lifecycle.models import lifecycle_rechecks
 from lifeloop.profiles.computed import (
     EPOCH,
-    INTERACTION_TYPES,
-    NON_INTERACTION_EVENTS,
+    bucket_names,
     computed_event_days,
     computed_event_times,
     day_start,
     epoch_day,
     event_name,
+    raw_names,
 )
 from lifeloop.profiles.models import profiles
-from lifeloop.store.schema import Id, UTCDateTime
+from lifeloop.store.schema import UTCDateTime
 
 DAY = timedelta(days=1)
 
@@ -173,31 +172,6 @@ _SEEN = {
 }
 
 
-def _bucket_names(column: Any, selector: Selector | None) -> list[ColumnElement[bool]]:
-    """Rows of the computed tables (keyed by event name) that ``selector`` selects."""
-    if selector is None:
-        return []
-    if isinstance(selector, Interaction):
-        return [~column.startswith("$"), column.not_in(sorted(NON_INTERACTION_EVENTS))]
-    return [column == selector]
-
-
-def _raw_names(e: Any, selector: Selector) -> ColumnElement[bool]:
-    """Raw events whose name (``profiles.computed.event_name``) ``selector`` selects."""
-    if isinstance(selector, Interaction):
-        track = and_(
-            e.c.type == "track", ~e.c.event.startswith("$"), e.c.event.not_in(sorted(NON_INTERACTION_EVENTS))
-        )
-        return or_(e.c.type.in_([t for t in INTERACTION_TYPES if t != "track"]), track)
-    named = and_(e.c.type == "track", e.c.event == selector)
-    for type_, name in (("page", "Page Viewed"), ("screen", "Screen Viewed")):
-        if selector == name:
-            return or_(named, e.c.type == type_)
-    if selector.startswith("$") and selector[1:] not in INTERACTION_TYPES:
-        return or_(named, e.c.type == selector[1:])
-    return named
-
-
 class _Schedule:
     """Candidate recheck moments as ``SELECT profile_id, at`` queries over a range of profile ids.
 
@@ -251,7 +225,7 @@ class _Schedule:
             self._times[key] = (
                 select(t.profile_id, column.label("t"))
                 .where(
-                    t.workspace_id == self.ws, *self.profiles(t.profile_id), *_bucket_names(t.event, selector)
+                    t.workspace_id == self.ws, *self.profiles(t.profile_id), *bucket_names(t.event, selector)
                 )
                 .group_by(t.profile_id)
                 .subquery()
@@ -278,7 +252,7 @@ class _Schedule:
         since = self.now - window
         first_day, seconds = epoch_day(since), int(window.total_seconds())
         b = computed_event_days.c
-        mine = (b.workspace_id == self.ws, *self.profiles(b.profile_id), *_bucket_names(b.event, selector))
+        mine = (b.workspace_id == self.ws, *self.profiles(b.profile_id), *bucket_names(b.event, selector))
         buckets = select(b.profile_id, func.min(b.day).label("day")).where(*mine, b.day > first_day)
         buckets_sq = buckets.group_by(b.profile_id).subquery()
         edge = select(b.profile_id).where(*mine, b.day == first_day)
@@ -290,7 +264,7 @@ class _Schedule:
                 e.profile_id.in_(edge),
                 e.timestamp > literal(since, UTCDateTime()),
                 e.timestamp < literal(day_start(first_day + 1), UTCDateTime()),
-                _raw_names(events, selector),
+                raw_names(events, selector),
             )
             .group_by(e.profile_id)
             .subquery()
@@ -307,18 +281,17 @@ class _Schedule:
         return [select(times.c.profile_id, boundary).where(times.c.t > self.at(recent))]
 
 
-def write_rechecks(
+def recheck_candidates(
     conn: Connection,
     workspace_id: int,
-    model: str,
     conditions: Iterable[Condition],
     *,
     now: datetime,
     low: int,
     high: int,
-) -> None:
-    """``next_recheck`` for every live profile with an id in ``low..high``, computed and stored by one
-    ``INSERT … SELECT`` (after deleting the range's old rechecks).
+) -> tuple[_Schedule, list[Select[Any]]]:
+    """``SELECT profile_id, at`` queries giving, for the profiles with an id in ``low..high``, every moment
+    after which one of ``conditions`` could change by time alone (``next_recheck`` for many profiles).
 
     Each moment is the per-profile one or earlier, never later: day buckets stand in for the raw events
     of whole days, so a window's exit can come up to a day early (the sweep then re-evaluates the
@@ -349,27 +322,48 @@ def write_rechecks(
             elif isinstance(node, ActiveWeeks):
                 candidates += plan.week_boundary(node.weeks)
     candidates += [plan.thresholds(key, days) for key, days in thresholds.items()]
-    r = lifecycle_rechecks.c
-    conn.execute(
-        delete(lifecycle_rechecks).where(
-            r.workspace_id == workspace_id, r.model == model, r.profile_id >= low, r.profile_id <= high
-        )
-    )
+    return plan, candidates
+
+
+def store_rechecks(
+    conn: Connection,
+    table: Table,
+    scope: dict[str, Any],
+    plan: _Schedule,
+    candidates: list[Select[Any]],
+) -> None:
+    """Replace the rechecks in ``table`` (rows matching ``scope``, e.g. workspace and model) of the plan's
+    live profiles by the earliest future moment of ``candidates``: one ``DELETE``, one ``INSERT … SELECT``."""
+    low, high = plan.low, plan.high
+    mine = [table.c[k] == v for k, v in scope.items()]
+    conn.execute(delete(table).where(*mine, table.c.profile_id >= low, table.c.profile_id <= high))
     if not candidates:
         return
     moments = union_all(*candidates).subquery()
     pid, at = moments.c[0], moments.c[1]
     live = select(profiles.c.id).where(
-        profiles.c.workspace_id == workspace_id,
+        profiles.c.workspace_id == plan.ws,
         profiles.c.merged_into.is_(None),
         profiles.c.id >= low,
         profiles.c.id <= high,
     )
-    source = (
-        select(literal(workspace_id, Id), pid, literal(model, String()), func.min(at))
-        .where(at > plan.at(now), pid.in_(live))
-        .group_by(pid)
-    )
-    conn.execute(
-        insert(lifecycle_rechecks).from_select(["workspace_id", "profile_id", "model", "recheck_at"], source)
-    )
+    constants = [literal(v, table.c[k].type) for k, v in scope.items()]
+    source = select(*constants, pid, func.min(at)).where(at > plan.at(plan.now), pid.in_(live)).group_by(pid)
+    conn.execute(insert(table).from_select([*scope, "profile_id", "recheck_at"], source))
+
+
+def write_rechecks(
+    conn: Connection,
+    workspace_id: int,
+    model: str,
+    conditions: Iterable[Condition],
+    *,
+    now: datetime,
+    low: int,
+    high: int,
+) -> None:
+    """``next_recheck`` of the model for every live profile with an id in ``low..high``, computed and
+    stored in SQL (``recheck_candidates``, ``store_rechecks``)."""
+    plan, candidates = recheck_candidates(conn, workspace_id, conditions, now=now, low=low, high=high)
+    scope = {"workspace_id": workspace_id, "model": model}
+    store_rechecks(conn, lifecycle_rechecks, scope, plan, candidates)

@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, case, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, case, delete, func, insert, literal, select, update
 
-from lifeloop.conditions import StoredProfile, compile_condition
+from lifeloop.conditions import StoredProfile
+from lifeloop.conditions.sql import compile_conditions
 from lifeloop.errors import NotFound
 from lifeloop.lifecycle.bulk import ENTERED, EXITED, StageChange, record_changes, replace_rechecks
 from lifeloop.lifecycle.definition import LifecycleModel, load_model, preset
@@ -212,19 +213,16 @@ def batch_stages(
     """Every live profile's stage (of those with an id in ``id_range``, inclusive) in one query: a ``CASE``
     over the stages' compiled conditions, in order, so the first that holds wins and later ones are not
     evaluated for that profile."""
-    branches: list[tuple[ColumnElement[bool], Any]] = []
-    for stage in model.stages:
-        compiled = compile_condition(
-            stage.condition, workspace_id=workspace_id, now=now, dialect=conn.dialect.name
-        )
-        assert compiled.whereclause is not None
-        branches.append((compiled.whereclause, literal(stage.key)))
-    stage_of = case(*branches, else_=None).label("stage")
-    rows = select(profiles.c.id, stage_of).where(
-        profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None)
+    compiled = compile_conditions(
+        [stage.condition for stage in model.stages],
+        workspace_id=workspace_id,
+        now=now,
+        dialect=conn.dialect.name,
+        id_range=id_range,
     )
-    if id_range is not None:
-        rows = rows.where(profiles.c.id >= id_range[0], profiles.c.id <= id_range[1])
+    branches = [(test, literal(stage.key)) for test, stage in zip(compiled.tests, model.stages, strict=True)]
+    stage_of = case(*branches, else_=None).label("stage")
+    rows = select(profiles.c.id, stage_of).select_from(compiled.source).where(*compiled.live)
     return {pid: stage for pid, stage in conn.execute(rows) if stage is not None}
 
 
@@ -274,8 +272,10 @@ def recompute(
     chunk_size: int = 20_000,
     timings: dict[str, float] | None = None,
     workers: int | None = None,
+    properties: bool = True,
 ) -> list[StageChange]:
-    """Rebuild computed properties and stages of a workspace in batch; records and emits the changes.
+    """Rebuild computed properties (unless ``properties`` is False: ingest maintains them, and a changed
+    model needs only its stages) and stages of a workspace in batch; records and emits the changes.
 
     Set-based throughout: properties by ``INSERT … SELECT``, every stage by one ``CASE`` query; then,
     per range of profile ids (one transaction each, ``on_progress(done, total)`` after each), the
@@ -294,9 +294,10 @@ def recompute(
         lock_workspace(conn, RESOLUTION, workspace_id)  # no event is placed while they are rebuilt
         return computed.recompute(conn, workspace_id)
 
-    started = time.perf_counter()
-    transaction(engine, rebuild_properties)
-    clock("properties", started)
+    if properties:
+        started = time.perf_counter()
+        transaction(engine, rebuild_properties)
+        clock("properties", started)
     started = time.perf_counter()
     with connect(engine) as conn:
         found = active_model(conn, workspace_id)

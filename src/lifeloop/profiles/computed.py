@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Connection,
     Date,
     Float,
@@ -40,6 +41,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     true,
     type_coerce,
@@ -143,6 +145,32 @@ def epoch_day(ts: datetime) -> int:
 
 def day_start(day: int) -> datetime:
     return EPOCH + day * DAY
+
+
+def bucket_names(column: Any, selector: str | Any | None) -> list[ColumnElement[bool]]:
+    """Rows of the computed tables (keyed by event name) that a selector (an event name, ``Interaction``,
+    or None for every event) selects."""
+    if selector is None:
+        return []
+    if not isinstance(selector, str):  # conditions.ast.Interaction
+        return [~column.startswith("$"), column.not_in(sorted(NON_INTERACTION_EVENTS))]
+    return [column == selector]
+
+
+def raw_names(e: Any, selector: str | Any) -> ColumnElement[bool]:
+    """Raw events (of the events table or an alias ``e``) whose ``event_name`` a selector selects."""
+    if not isinstance(selector, str):  # conditions.ast.Interaction
+        track = and_(
+            e.c.type == "track", ~e.c.event.startswith("$"), e.c.event.not_in(sorted(NON_INTERACTION_EVENTS))
+        )
+        return or_(e.c.type.in_([t for t in INTERACTION_TYPES if t != "track"]), track)
+    named = and_(e.c.type == "track", e.c.event == selector)
+    for type_, name in _TYPE_NAMES.items():
+        if selector == name:
+            return or_(named, e.c.type == type_)
+    if selector.startswith("$") and selector[1:] not in INTERACTION_TYPES:
+        return or_(named, e.c.type == selector[1:])
+    return named
 
 
 def numeric_properties(properties: Mapping[str, Any] | None) -> Iterable[tuple[str, float]]:

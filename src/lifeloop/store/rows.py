@@ -1,0 +1,66 @@
+"""Many rows in few statements: the batch paths' writes (lifecycle changes, tags, memberships)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Table, delete, insert
+
+_SQLITE_VARIABLES = 30_000  # SQLite allows 32,766 bound values per statement
+IN_CHUNK = 900  # values per IN list: bounded statements on both databases
+
+
+def _sqlite_value(value: Any) -> Any:
+    # The text SQLAlchemy's SQLite DateTime writes (naive UTC), so rows read back like any other.
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def insert_rows(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    returning: str = "",
+) -> list[Any]:
+    """Insert ``rows`` (tuples in ``columns`` order) as multi-row statements; RETURNING rows if asked.
+
+    SQLite gets pre-serialised values in one driver statement per chunk (SQLAlchemy's per-value bind
+    processing would cost more than the insert); PostgreSQL gets SQLAlchemy's batched executemany.
+    """
+    if not rows:
+        return []
+    if conn.dialect.name != "sqlite":
+        statement: Any = insert(table)
+        if returning:
+            statement = statement.returning(
+                *(table.c[c.strip()] for c in returning.split(",")), sort_by_parameter_order=True
+            )
+        result = conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
+        return list(result) if returning else []
+    per_statement = max(1, _SQLITE_VARIABLES // len(columns))
+    marks = "(" + ",".join("?" * len(columns)) + ")"
+    out: list[Any] = []
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES " + ",".join([marks] * len(chunk))
+        if returning:
+            sql += f" RETURNING {returning}"
+        params = tuple(_sqlite_value(v) for row in chunk for v in row)
+        result = conn.exec_driver_sql(sql, params)
+        if returning:
+            out += result.all()
+    return out
+
+
+def delete_in(
+    conn: Connection, table: Table, column: str, values: Sequence[Any], *where: ColumnElement[bool]
+) -> None:
+    """``DELETE FROM table WHERE *where AND column IN values``, in bounded IN lists."""
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = list(values[start : start + IN_CHUNK])
+        conn.execute(delete(table).where(*where, table.c[column].in_(chunk)))
