@@ -18,7 +18,7 @@ from lifeloop.profiles.computed import (
 )
 from lifeloop.profiles.models import profiles
 from tests.conditions.store import Person, computed_state, seed
-from tests.conftest import Brand
+from tests.conftest import Brand, make_brand
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -66,6 +66,18 @@ def test_incremental_equals_recompute(engine: sa.Engine, brand: Brand) -> None:
         assert incremental["computed_event_days"], "the seed applied nothing"
         assert recompute(conn, ws) == sum(len(p.events) for p in PEOPLE)
         assert computed_state(conn, ws) == incremental
+
+
+def test_recompute_of_one_workspace_keeps_the_others(engine: sa.Engine, brand: Brand) -> None:
+    # Alone in the tables, a workspace's rows are cleared in one go on SQLite; here it is not alone.
+    other = make_brand(engine, "other-brand").workspace_id
+    with engine.begin() as conn:
+        seed(conn, brand.workspace_id, PEOPLE, now=NOW)
+        seed(conn, other, PEOPLE[:1], now=NOW)
+        kept = computed_state(conn, other)
+        assert kept["computed_event_days"]
+        recompute(conn, brand.workspace_id)
+        assert computed_state(conn, other) == kept
 
 
 def test_applying_in_batches_equals_applying_at_once(engine: sa.Engine, brand: Brand) -> None:

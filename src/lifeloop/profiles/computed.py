@@ -298,9 +298,12 @@ def _clear(conn: Connection, table: Table, workspace_id: int) -> None:
     ``DELETE FROM`` (its truncate optimisation frees the pages at once instead of deleting row by row:
     seconds saved per million rows)."""
     if conn.dialect.name == "sqlite":
-        others = select(literal(1)).where(table.c.workspace_id != workspace_id).limit(1)
-        if conn.execute(others.execution_options(cross_workspace=True)).first() is None:
-            conn.execute(delete(table).execution_options(cross_workspace=True))
+        # Two seeks on the primary key (it starts with workspace_id), never a scan of this workspace's rows.
+        ws = table.c.workspace_id
+        probes = [select(literal(1)).where(side).limit(1) for side in (ws < workspace_id, ws > workspace_id)]
+        options = {"cross_workspace": True}
+        if all(conn.execute(probe.execution_options(**options)).first() is None for probe in probes):
+            conn.execute(delete(table).execution_options(**options))
             return
     conn.execute(delete(table).where(table.c.workspace_id == workspace_id))
 
