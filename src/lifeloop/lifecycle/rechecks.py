@@ -16,7 +16,7 @@ re-evaluated and stays); one that is late would delay a change, so every bound e
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    and_,
     case,
     delete,
     func,
@@ -183,7 +184,10 @@ class _Schedule:
     def __init__(self, conn: Connection, workspace_id: int, now: datetime, low: int, high: int):
         self.ws, self.now, self.low, self.high = workspace_id, now, low, high
         self.pg = conn.dialect.name == "postgresql"
-        self._times: dict[tuple[str, Selector | None], Any] = {}
+        self.keys: list[tuple[str, Selector | None]] = []
+        self.windows: list[tuple[Selector, timedelta]] = []
+        self.times: Any = None  # the CTEs ``build`` makes
+        self.days: Any = None
 
     def at(self, moment: datetime) -> ColumnElement[Any]:
         """A constant time, comparable with stored times (text on SQLite)."""
@@ -216,31 +220,47 @@ class _Schedule:
             return node.which, node.selector
         return None
 
-    def times(self, key: tuple[str, Selector | None]) -> Any:
-        """``(profile_id, t)`` of a time value (first_seen, last("X"), …) per profile that has one."""
-        if key not in self._times:
-            edge, selector = key
+    def build(
+        self, keys: Sequence[tuple[str, Selector | None]], windows: Sequence[tuple[Selector, timedelta]]
+    ) -> None:
+        """One grouped scan per computed table for the whole range: every time value (``first_seen``,
+        ``last("X")``…) as a column of ``self.times``, every window's first whole day inside it as a
+        column of ``self.days`` (materialised, so the candidates that read them do not rescan)."""
+        self.keys, self.windows = list(keys), list(windows)
+        if self.keys:
             t = computed_event_times.c
-            column = func.min(t.first_at) if edge == "first" else func.max(t.last_at)
-            self._times[key] = (
-                select(t.profile_id, column.label("t"))
-                .where(
-                    t.workspace_id == self.ws, *self.profiles(t.profile_id), *bucket_names(t.event, selector)
-                )
-                .group_by(t.profile_id)
-                .subquery()
+            columns = []
+            for i, (edge, selector) in enumerate(self.keys):
+                value = t.first_at if edge == "first" else t.last_at
+                names = bucket_names(t.event, selector)
+                picked = case((and_(*names), value)) if names else value
+                columns.append((func.min(picked) if edge == "first" else func.max(picked)).label(f"t{i}"))
+            query = select(t.profile_id, *columns).where(
+                t.workspace_id == self.ws, *self.profiles(t.profile_id)
             )
-        return self._times[key]
+            self.times = query.group_by(t.profile_id).cte("recheck_times").prefix_with("MATERIALIZED")
+        if self.windows:
+            b = computed_event_days.c
+            firsts = [epoch_day(self.now - window) for _selector, window in self.windows]
+            columns = [
+                func.min(case((and_(*bucket_names(b.event, selector), b.day > first), b.day))).label(f"d{i}")
+                for i, ((selector, _window), first) in enumerate(zip(self.windows, firsts, strict=True))
+            ]
+            mine = (b.workspace_id == self.ws, *self.profiles(b.profile_id), b.day > min(firsts))
+            query = select(b.profile_id, *columns).where(*mine).group_by(b.profile_id)
+            self.days = query.cte("recheck_days").prefix_with("MATERIALIZED")
+
+    def time(self, key: tuple[str, Selector | None]) -> Any:
+        return self.times.c[f"t{self.keys.index(key)}"]
 
     def thresholds(self, key: tuple[str, Selector | None], days: set[int]) -> Select[Any]:
         """``days_since(t) <op> n`` can flip at t + n and t + n+1 days: the first of those still ahead,
-        for every ``n`` at once (one scan and one time shift per profile)."""
-        times = self.times(key)
-        t = times.c.t
+        for every ``n`` at once (one time shift per profile)."""
+        t = self.time(key)
         shifts = sorted({d for n in days for d in (n, n + 1)})
         # t + k days > now ⟺ t > now − k days; the first k (ascending) that holds gives the earliest.
         moment = case(*((t > self.at(self.now - k * DAY), self.plus(t, k * 86400)) for k in shifts))
-        return select(times.c.profile_id, moment)
+        return select(self.times.c.profile_id, moment)
 
     def window_exit(self, selector: Selector, window: timedelta) -> list[Select[Any]]:
         """When the oldest selected event now in the window leaves it.
@@ -251,10 +271,9 @@ class _Schedule:
         """
         since = self.now - window
         first_day, seconds = epoch_day(since), int(window.total_seconds())
+        day = self.days.c[f"d{self.windows.index((selector, window))}"]
         b = computed_event_days.c
         mine = (b.workspace_id == self.ws, *self.profiles(b.profile_id), *bucket_names(b.event, selector))
-        buckets = select(b.profile_id, func.min(b.day).label("day")).where(*mine, b.day > first_day)
-        buckets_sq = buckets.group_by(b.profile_id).subquery()
         edge = select(b.profile_id).where(*mine, b.day == first_day)
         e = events.c
         raw = (
@@ -270,15 +289,15 @@ class _Schedule:
             .subquery()
         )
         return [
-            select(buckets_sq.c.profile_id, self.day_start_plus(buckets_sq.c.day, seconds)),
+            select(self.days.c.profile_id, self.day_start_plus(day, seconds)).where(day.is_not(None)),
             select(raw.c.profile_id, self.plus(raw.c.t, seconds)),
         ]
 
     def week_boundary(self, weeks: int) -> list[Select[Any]]:
-        times = self.times(_SEEN["last_interaction"])
+        t = self.time(_SEEN["last_interaction"])
         recent = self.now - (weeks + 1) * 7 * DAY
         boundary = self.at(_next_iso_week(self.now))
-        return [select(times.c.profile_id, boundary).where(times.c.t > self.at(recent))]
+        return [select(self.times.c.profile_id, boundary).where(t > self.at(recent))]
 
 
 def recheck_candidates(
@@ -298,8 +317,9 @@ def recheck_candidates(
     profile, finds it unchanged and stores the exact time).
     """
     plan = _Schedule(conn, workspace_id, now, low, high)
-    candidates: list[Select[Any]] = []
     thresholds: dict[tuple[str, Selector | None], set[int]] = {}
+    windows: dict[tuple[Selector, timedelta], None] = {}  # ordered, without repeats
+    weeks: set[int] = set()
     for condition in conditions:
         for node in _nodes(condition):
             if isinstance(node, Compare):
@@ -318,9 +338,16 @@ def recheck_candidates(
                 window = parse_duration(node.within)
                 if window is not None:
                     selector = Interaction() if isinstance(node, ActiveDays) else node.selector
-                    candidates += plan.window_exit(selector, window)
+                    windows[(selector, window)] = None
             elif isinstance(node, ActiveWeeks):
-                candidates += plan.week_boundary(node.weeks)
+                weeks.add(node.weeks)
+    keys = list(thresholds) + ([_SEEN["last_interaction"]] if weeks else [])
+    plan.build(list(dict.fromkeys(keys)), list(windows))
+    candidates: list[Select[Any]] = []
+    for selector, window in windows:
+        candidates += plan.window_exit(selector, window)
+    for n in sorted(weeks):
+        candidates += plan.week_boundary(n)
     candidates += [plan.thresholds(key, days) for key, days in thresholds.items()]
     return plan, candidates
 
