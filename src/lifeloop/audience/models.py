@@ -55,7 +55,7 @@ segment_members = Table(
     Column("profile_id", Id, nullable=False),
     Column("entered_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "segment_id", "profile_id"),
-    Index(None, "workspace_id", "profile_id"),
+    Index(None, "workspace_id", "profile_id", "segment_id"),  # a profile's segments: covering (0008)
 )
 
 # Rule tags: ``tag`` is held exactly while ``condition`` holds (kept current in real time, by the
