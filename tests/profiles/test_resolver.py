@@ -3,19 +3,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from lifeloop.config import Settings
+from lifeloop.events.messages import parse_message
 from lifeloop.events.models import events
-from lifeloop.profiles.resolver import count_pending, resolve_pending
+from lifeloop.events.service import ingest
+from lifeloop.profiles.resolver import BackgroundResolver, count_pending, resolve_pending
+from lifeloop.store.schema import utcnow
 from lifeloop.web.app import create_app
+from lifeloop.workspaces.models import SourceKey
 from tests.conftest import Brand
 from tests.profiles.helpers import assert_consistent, partition
 
@@ -71,6 +77,35 @@ def _worker(settings: Settings) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def test_requests_wait_while_resolution_is_past_its_lag_bound(engine: sa.Engine, brand: Brand) -> None:
+    # 300 events that arrived a minute ago: past the 30 s bound, so the resolver runs flat out and
+    # admit() holds requests until it has caught up (decision 11).
+    received = utcnow() - timedelta(minutes=1)
+    raws = [
+        {"type": "track", "event": "Seen", "userId": f"u{i % 40}", "messageId": f"old-{i}"}
+        for i in range(300)
+    ]
+    key = SourceKey(workspace_id=brand.workspace_id, source_id=brand.source_id)
+    ingest(engine, key, [parse_message(r, received_at=received) for r in raws])
+    resolver = BackgroundResolver(engine, batch_size=2, quiet_batch_size=2, max_admit_wait=60.0)
+    assert not resolver.behind
+    resolver.start()
+    try:
+        resolver.notify()
+        deadline = time.monotonic() + 30
+        while (
+            not resolver.behind and count_pending(engine, brand.workspace_id) and time.monotonic() < deadline
+        ):
+            time.sleep(0.001)
+        assert resolver.behind, "a minute-old backlog is past the bound"
+        asyncio.run(resolver.admit())  # returns once the backlog is placed, well before its 60 s cap
+        assert not resolver.behind
+        assert count_pending(engine, brand.workspace_id) == 0
+    finally:
+        resolver.stop()
+    assert_consistent(engine, brand.workspace_id)
 
 
 def test_killed_workers_lose_no_event(

@@ -107,12 +107,27 @@ def _identifier(value: Any, field_name: str) -> str | None:
     return text
 
 
+def _id_field(value: Any, prefix: str, name: str) -> str | None:
+    """``_identifier`` with the field name built only when needed: this runs several times per event."""
+    if type(value) is str and len(value) <= MAX_ID_LENGTH:
+        return value or None
+    if value is None:
+        return None
+    return _identifier(value, prefix + name)
+
+
 def _object(value: Any, field_name: str) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise InvalidInput(f"{field_name} must be a JSON object", field=field_name)
     return value
+
+
+def _object_field(value: Any, prefix: str, name: str) -> dict[str, Any] | None:
+    if value is None or type(value) is dict:
+        return value
+    return _object(value, prefix + name)
 
 
 def normalise_identity(kind: str, value: Any) -> str | None:
@@ -130,8 +145,10 @@ def normalise_identity(kind: str, value: Any) -> str | None:
 
 
 def _external_ids(msg: Message, prefix: str) -> list[tuple[str, str]]:
+    external = msg.context.get("externalIds") if msg.context else None
+    if external is None and msg.type != "identify":
+        return []
     found: list[tuple[str, str]] = []
-    external = (msg.context or {}).get("externalIds")
     if external is not None:
         if not isinstance(external, list):
             raise InvalidInput(
@@ -155,6 +172,9 @@ def _external_ids(msg: Message, prefix: str) -> list[tuple[str, str]]:
     return list(dict.fromkeys(found))
 
 
+_NO_DEFAULTS: dict[str, Any] = {}
+
+
 def parse_message(
     raw: Any,
     *,
@@ -163,8 +183,12 @@ def parse_message(
     defaults: dict[str, Any] | None = None,
     prefix: str = "",
 ) -> Message:
-    """Validate one message. ``defaults`` carries a batch's shared context, integrations and sentAt."""
-    if not isinstance(raw, dict):
+    """Validate one message. ``defaults`` carries a batch's shared context, integrations and sentAt.
+
+    The hot path of ingest: valid input takes the cheap branches (field names in errors are built only
+    when there is an error); every check and its order is what a client sees, so keep them.
+    """
+    if type(raw) is not dict and not isinstance(raw, dict):
         raise InvalidInput(f"{prefix or 'body'} must be a JSON object", field=prefix.rstrip(".") or None)
     msg_type = forced_type or raw.get("type")
     if msg_type not in MESSAGE_TYPES:
@@ -172,32 +196,27 @@ def parse_message(
             f"{prefix}type must be one of {', '.join(MESSAGE_TYPES)} (got {msg_type!r})",
             field=f"{prefix}type",
         )
-    defaults = defaults or {}
+    if defaults is None:
+        defaults = _NO_DEFAULTS
+    get = raw.get
 
-    user_id = _identifier(raw.get("userId"), f"{prefix}userId")
-    anonymous_id = _identifier(raw.get("anonymousId"), f"{prefix}anonymousId")
-    message_id = _identifier(raw.get("messageId"), f"{prefix}messageId") or f"ll-{uuid.uuid4()}"
+    user_id = _id_field(get("userId"), prefix, "userId")
+    anonymous_id = _id_field(get("anonymousId"), prefix, "anonymousId")
+    message_id = _id_field(get("messageId"), prefix, "messageId") or f"ll-{uuid.uuid4()}"
 
-    context = _object(raw.get("context"), f"{prefix}context")
+    context = _object_field(get("context"), prefix, "context")
     if defaults.get("context"):
         context = {**defaults["context"], **(context or {})}
-    integrations = _object(raw.get("integrations"), f"{prefix}integrations")
+    integrations = _object_field(get("integrations"), prefix, "integrations")
     if defaults.get("integrations"):
         integrations = {**defaults["integrations"], **(integrations or {})}
 
-    msg = Message(
-        type=msg_type,
-        message_id=message_id,
-        timestamp=received_at,
-        received_at=received_at,
-        user_id=user_id,
-        anonymous_id=anonymous_id,
-        context=context,
-        integrations=integrations,
-    )
+    msg = Message(msg_type, message_id, received_at, received_at, user_id, anonymous_id)
+    msg.context = context
+    msg.integrations = integrations
 
     if msg_type == "alias":
-        msg.previous_id = _identifier(raw.get("previousId"), f"{prefix}previousId")
+        msg.previous_id = _id_field(get("previousId"), prefix, "previousId")
         if msg.previous_id is None:
             raise InvalidInput(f"{prefix}previousId is required for alias calls", field=f"{prefix}previousId")
         if user_id is None:
@@ -206,38 +225,40 @@ def parse_message(
         raise InvalidInput(f"{prefix}userId or anonymousId is required", field=f"{prefix}userId")
 
     if msg_type == "track":
-        event = raw.get("event")
-        if not isinstance(event, str) or not event.strip():
-            raise InvalidInput(f"{prefix}event is required for track calls", field=f"{prefix}event")
-        if len(event) > MAX_ID_LENGTH:
-            raise InvalidInput(
-                f"{prefix}event is longer than {MAX_ID_LENGTH} characters", field=f"{prefix}event"
-            )
+        event = get("event")
+        if type(event) is not str or len(event) > MAX_ID_LENGTH or not event.strip():
+            if not isinstance(event, str) or not event.strip():
+                raise InvalidInput(f"{prefix}event is required for track calls", field=f"{prefix}event")
+            if len(event) > MAX_ID_LENGTH:
+                raise InvalidInput(
+                    f"{prefix}event is longer than {MAX_ID_LENGTH} characters", field=f"{prefix}event"
+                )
         msg.event = event
-    properties: dict[str, Any] = {}
-    if msg_type in ("track", "page", "screen"):
-        properties = _object(raw.get("properties"), f"{prefix}properties") or {}
+        msg.properties = _object_field(get("properties"), prefix, "properties") or {}
+    elif msg_type == "page" or msg_type == "screen":
+        properties: dict[str, Any] = _object_field(get("properties"), prefix, "properties") or {}
         msg.properties = properties
-    if msg_type in ("page", "screen"):
-        name = raw.get("name")
+        name = get("name")
         if name is not None and not isinstance(name, str):
             raise InvalidInput(f"{prefix}name must be a string", field=f"{prefix}name")
         msg.name = name[:MAX_ID_LENGTH] if name else None
         # As analytics.js does, page name and category are also readable as properties.
         if msg.name is not None:
             properties.setdefault("name", msg.name)
-        if isinstance(raw.get("category"), str):
-            properties.setdefault("category", raw["category"])
-    if msg_type in ("identify", "group"):
-        msg.traits = _object(raw.get("traits"), f"{prefix}traits") or {}
-    if msg_type == "group":
-        msg.group_id = _identifier(raw.get("groupId"), f"{prefix}groupId")
-        if msg.group_id is None:
-            raise InvalidInput(f"{prefix}groupId is required for group calls", field=f"{prefix}groupId")
+        category = get("category")
+        if isinstance(category, str):
+            properties.setdefault("category", category)
+    elif msg_type == "identify" or msg_type == "group":
+        msg.traits = _object_field(get("traits"), prefix, "traits") or {}
+        if msg_type == "group":
+            msg.group_id = _id_field(get("groupId"), prefix, "groupId")
+            if msg.group_id is None:
+                raise InvalidInput(f"{prefix}groupId is required for group calls", field=f"{prefix}groupId")
 
-    sent_at_raw = raw.get("sentAt", defaults.get("sentAt"))
-    msg.sent_at = parse_time(sent_at_raw, f"{prefix}sentAt") if sent_at_raw is not None else None
-    original_raw = raw.get("timestamp", raw.get("originalTimestamp"))
+    sent_at_raw = get("sentAt", defaults.get("sentAt"))
+    if sent_at_raw is not None:
+        msg.sent_at = parse_time(sent_at_raw, f"{prefix}sentAt")
+    original_raw = get("timestamp", get("originalTimestamp"))
     if original_raw is not None:
         msg.original_timestamp = parse_time(original_raw, f"{prefix}timestamp")
         # Segment's correction for a wrong device clock: the clock's error is sentAt - receivedAt.
@@ -246,9 +267,10 @@ def parse_message(
         else:
             msg.timestamp = msg.original_timestamp
 
-    extra = {k: v for k, v in raw.items() if k not in _KNOWN}
-    msg.extra = extra or None
-    msg.external_ids = _external_ids(msg, prefix)
+    if raw.keys() - _KNOWN:
+        msg.extra = {k: v for k, v in raw.items() if k not in _KNOWN}
+    if context is not None or msg_type == "identify":
+        msg.external_ids = _external_ids(msg, prefix)
     return msg
 
 

@@ -88,6 +88,8 @@ def _parse_json(body: bytes) -> Any:
 async def _accept(request: Request, payload: Any, parse: Any) -> JSONBody:
     write_key = _basic_auth_user(request) or (payload.get("writeKey") if isinstance(payload, dict) else None)
     state = request.app.state
+    if state.resolver is not None and state.resolver.behind:
+        await state.resolver.admit()  # backpressure: identity resolution is too far behind
 
     def work() -> dict[str, Any]:
         given = write_key if isinstance(write_key, str) else None
@@ -96,7 +98,7 @@ async def _accept(request: Request, payload: Any, parse: Any) -> JSONBody:
             with connect(state.engine) as conn:
                 key = verify_write_key(conn, given, state.write_keys)
         messages = parse(utcnow())
-        result = ingest(state.engine, key, messages)
+        result = ingest(state.engine, key, messages, with_ids=False)
         if state.resolver is not None and result.accepted:
             state.resolver.notify()
         return {"success": True, "accepted": result.accepted, "duplicates": result.duplicates}

@@ -34,19 +34,17 @@ _APPEND_COLUMNS = (
     "integrations",
     "extra",
 )
-_JSON_COLUMNS = ("properties", "traits", "context", "integrations", "extra")
-_TIME_COLUMNS = ("timestamp", "original_timestamp", "sent_at", "received_at")
 # SQLite allows 32,766 bound values per statement; stay well under it.
 _SQLITE_ROWS_PER_STATEMENT = 800
 
 
-def _json_text(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
 def _sqlite_time(value: datetime | None) -> str | None:
-    # The text form SQLAlchemy's SQLite DateTime writes and reads (naive UTC).
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # The text form SQLAlchemy's SQLite DateTime writes and reads (naive UTC, always 6 digits of µs).
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def append_events(
@@ -56,21 +54,53 @@ def append_events(
 
     A message id already stored (a retry, or a concurrent duplicate) is skipped by the unique key.
     This is the ingest hot path: values are serialised once here and sent in one multi-row statement
-    per chunk (SQLite) or as column arrays through ``unnest`` (PostgreSQL), bypassing per-value
-    bind processing, which cost more than the insert itself.
+    per chunk (SQLite) or as one JSON document unpacked by ``json_to_recordset`` (PostgreSQL),
+    bypassing per-value bind processing, which cost more than the insert itself.
     """
     if not messages:
         return []
     if conn.dialect.name == "postgresql":
         return _append_postgresql(conn, workspace_id, source_id, messages)
-    return _append_sqlite(conn, workspace_id, source_id, messages)
+    ids: list[int] = []
+    _append_sqlite(conn, workspace_id, source_id, messages, ids)
+    return ids
+
+
+def append_events_counted(
+    conn: Connection, workspace_id: int, source_id: int | None, messages: Sequence[Message]
+) -> int:
+    """``append_events`` returning only how many rows were stored, for callers that need no ids.
+
+    On SQLite this skips ``RETURNING``: each returned row is one more step of the statement, and the
+    driver lets go of the GIL around every step, so a busy thread of the process (the resolver) could
+    take it each time. One step per statement instead.
+    """
+    if not messages:
+        return 0
+    if conn.dialect.name == "postgresql":
+        return len(_append_postgresql(conn, workspace_id, source_id, messages))
+    return _append_sqlite(conn, workspace_id, source_id, messages, None)
 
 
 def _append_sqlite(
-    conn: Connection, workspace_id: int, source_id: int | None, messages: Sequence[Message]
-) -> list[int]:
-    ids: list[int] = []
+    conn: Connection,
+    workspace_id: int,
+    source_id: int | None,
+    messages: Sequence[Message],
+    ids: list[int] | None,
+) -> int:
+    """Insert ``messages``; the new ids go to ``ids`` unless it is None. Returns how many were stored."""
+    stored = 0
     row_marks = "(" + ",".join("?" * len(_APPEND_COLUMNS)) + ")"
+    # A batch shares its receive time, and timestamp is original_timestamp unless the clock was
+    # corrected: format each distinct time once (formatting cost more than the insert's Python side).
+    times: dict[datetime | None, str | None] = {None: None}
+
+    def text_of(value: datetime | None) -> str | None:
+        if value not in times:
+            times[value] = _sqlite_time(value)
+        return times[value]
+
     for start in range(0, len(messages), _SQLITE_ROWS_PER_STATEMENT):
         chunk = messages[start : start + _SQLITE_ROWS_PER_STATEMENT]
         params: list[Any] = []
@@ -86,31 +116,49 @@ def _append_sqlite(
                 m.anonymous_id,
                 m.group_id,
                 m.previous_id,
-                _sqlite_time(m.timestamp),
-                _sqlite_time(m.original_timestamp),
-                _sqlite_time(m.sent_at),
-                _sqlite_time(m.received_at),
-                _json_text(m.properties),
-                _json_text(m.traits),
-                _json_text(m.context),
-                _json_text(m.integrations),
-                _json_text(m.extra),
+                text_of(m.timestamp),
+                text_of(m.original_timestamp),
+                text_of(m.sent_at),
+                text_of(m.received_at),
+                None if m.properties is None else orjson.dumps(m.properties).decode(),
+                None if m.traits is None else orjson.dumps(m.traits).decode(),
+                None if m.context is None else orjson.dumps(m.context).decode(),
+                None if m.integrations is None else orjson.dumps(m.integrations).decode(),
+                None if m.extra is None else orjson.dumps(m.extra).decode(),
             )
         sql = (
             f"INSERT INTO events ({', '.join(_APPEND_COLUMNS)}) VALUES "
             + ",".join([row_marks] * len(chunk))
-            + " ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING id"
+            + " ON CONFLICT (workspace_id, message_id) DO NOTHING"
+            + ("" if ids is None else " RETURNING id")
         )
-        ids += [row[0] for row in conn.exec_driver_sql(sql, tuple(params))]
-    return ids
+        # The DB-API cursor of the connection's transaction: a result object per statement cost more
+        # than binding the values.
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            if ids is None:
+                stored += cursor.rowcount  # rows inserted; conflicts skipped by DO NOTHING are not counted
+            else:
+                new = [row[0] for row in cursor.fetchall()]
+                ids += new
+                stored += len(new)
+        finally:
+            cursor.close()
+    return stored
 
 
+# One constant statement (psycopg prepares it once per connection) taking the rows as one JSON array:
+# orjson writes it in one call (times as RFC 3339, the JSON columns as they are) and PostgreSQL unpacks
+# it in C. Array parameters instead (``unnest``) made psycopg escape every element in Python, which
+# cost more than the insert. A JSON null is SQL NULL in json_to_recordset, as it was before.
 _PG_APPEND = (
     f"INSERT INTO events ({', '.join(_APPEND_COLUMNS)}) "
-    "SELECT %s::bigint, %s::bigint, t.* FROM unnest("
-    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-    "%s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], "
-    "%s::jsonb[], %s::jsonb[], %s::jsonb[], %s::jsonb[], %s::jsonb[]) AS t "
+    "SELECT %s::bigint, %s::bigint, t.m, t.ty, t.e, t.n, t.u, t.a, t.g, t.pv, t.ts, t.ot, t.sa, t.ra, "
+    "t.p, t.tr, t.c, t.i, t.x "
+    "FROM json_to_recordset(%s::json) AS t(m text, ty text, e text, n text, u text, a text, g text, "
+    "pv text, ts timestamptz, ot timestamptz, sa timestamptz, ra timestamptz, "
+    "p jsonb, tr jsonb, c jsonb, i jsonb, x jsonb) "
     "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING id"
 )
 
@@ -118,35 +166,30 @@ _PG_APPEND = (
 def _append_postgresql(
     conn: Connection, workspace_id: int, source_id: int | None, messages: Sequence[Message]
 ) -> list[int]:
-    # One constant statement with one array per column: psycopg prepares it once per connection.
-    columns: list[list[Any]] = [[] for _ in range(17)]
-    for m in messages:
-        for column, value in zip(
-            columns,
-            (
-                m.message_id,
-                m.type,
-                m.event,
-                m.name,
-                m.user_id,
-                m.anonymous_id,
-                m.group_id,
-                m.previous_id,
-                m.timestamp,
-                m.original_timestamp,
-                m.sent_at,
-                m.received_at,
-                _json_text(m.properties),
-                _json_text(m.traits),
-                _json_text(m.context),
-                _json_text(m.integrations),
-                _json_text(m.extra),
-            ),
-            strict=True,
-        ):
-            column.append(value)
-    rows = conn.exec_driver_sql(_PG_APPEND, (workspace_id, source_id, *columns))
-    return [row[0] for row in rows]
+    rows = [
+        {
+            "m": m.message_id,
+            "ty": m.type,
+            "e": m.event,
+            "n": m.name,
+            "u": m.user_id,
+            "a": m.anonymous_id,
+            "g": m.group_id,
+            "pv": m.previous_id,
+            "ts": m.timestamp,
+            "ot": m.original_timestamp,
+            "sa": m.sent_at,
+            "ra": m.received_at,
+            "p": m.properties,
+            "tr": m.traits,
+            "c": m.context,
+            "i": m.integrations,
+            "x": m.extra,
+        }
+        for m in messages
+    ]
+    stored = conn.exec_driver_sql(_PG_APPEND, (workspace_id, source_id, orjson.dumps(rows).decode()))
+    return [row[0] for row in stored]
 
 
 def unresolved_events(conn: Connection, workspace_id: int, *, limit: int) -> list[Any]:
@@ -169,6 +212,17 @@ def workspaces_with_unresolved_events(conn: Connection) -> list[int]:
         .execution_options(cross_workspace=True)
     )
     return [r[0] for r in conn.execute(query)]
+
+
+def oldest_unresolved_received_at(conn: Connection, workspace_id: int) -> datetime | None:
+    """When the longest-waiting event of a workspace arrived (a seek on the unresolved index)."""
+    query = (
+        select(events.c.received_at)
+        .where(events.c.workspace_id == workspace_id, events.c.profile_id.is_(None))
+        .order_by(events.c.id)
+        .limit(1)
+    )
+    return conn.execute(query).scalar_one_or_none()
 
 
 def count_unresolved(conn: Connection, workspace_id: int) -> int:

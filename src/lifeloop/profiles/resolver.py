@@ -11,8 +11,10 @@ A crash loses nothing: an event that was not placed is still waiting and is take
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine
@@ -30,6 +32,8 @@ from lifeloop.store.schema import utcnow
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000
+# Ingest counts as busy while a request arrived within this many seconds.
+_BUSY_WINDOW = 0.25
 
 
 def resolve_batch(conn: Connection, workspace_id: int, *, batch_size: int = DEFAULT_BATCH) -> int:
@@ -87,22 +91,49 @@ def count_pending(engine: Engine, workspace_id: int) -> int:
 
 
 class BackgroundResolver:
-    """A thread that resolves new events soon after they are committed (woken by ``notify``)."""
+    """A thread that resolves new events soon after they are committed (woken by ``notify``).
 
-    # Inside the API process short batches keep the write lock free for ingest requests most of the time.
-    def __init__(self, engine: Engine, *, idle_seconds: float = 1.0, batch_size: int = 250):
+    It shares the API process (one GIL, and on SQLite one writer) with ingest requests, and resolving
+    costs several times more per event than ingesting, so it is paced (decision 11 in docs/decisions.md):
+
+    - while requests keep arriving and the oldest waiting event is younger than ``max_lag_seconds``, it
+      takes at most ``busy_share`` of the time (small batches, a pause after each) and never stops;
+    - once the oldest waiting event is older than ``max_lag_seconds`` it runs flat out and new ingest
+      requests wait (``admit``) until it is back under the bound, so the lag stays bounded;
+    - when ingest is quiet it works through the backlog in larger batches, which cost less per event.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        idle_seconds: float = 1.0,
+        batch_size: int = 250,
+        quiet_batch_size: int = DEFAULT_BATCH,
+        busy_share: float = 0.25,
+        max_lag_seconds: float = 30.0,
+        max_admit_wait: float = 2.0,
+    ):
         self._engine = engine
         self._idle_seconds = idle_seconds
+        # Inside the API process short batches keep the write lock free for ingest requests.
         self._batch_size = batch_size
+        self._quiet_batch_size = quiet_batch_size
+        self._busy_share = busy_share
+        self._max_lag = max_lag_seconds
+        self._max_admit_wait = max_admit_wait
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_ingest = 0.0  # monotonic time of the last notify
+        self._behind = False  # the oldest waiting event is older than max_lag_seconds
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="lifeloop-resolver", daemon=True)
         self._thread.start()
 
     def notify(self) -> None:
+        self._last_ingest = time.monotonic()
         self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -111,12 +142,60 @@ class BackgroundResolver:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def behind(self) -> bool:
+        return self._behind
+
+    async def admit(self) -> None:
+        """Hold an ingest request while resolution is more than ``max_lag_seconds`` behind.
+
+        The wait is capped (``max_admit_wait``): a resolver that keeps failing must not stop ingest,
+        whose job is to make events durable.
+        """
+        deadline = time.monotonic() + self._max_admit_wait
+        while self._behind and not self._stop.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    def _ingest_busy(self) -> bool:
+        return time.monotonic() - self._last_ingest < _BUSY_WINDOW
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self._idle_seconds)
             self._wake.clear()
             try:
-                resolve_pending(self._engine, batch_size=self._batch_size)
+                while not self._stop.is_set() and self._round():
+                    pass
             except Exception:  # keep resolving later batches; the failed one stays waiting
                 log.exception("resolving events failed; will retry")
+                self._behind = False  # admit() must not hold requests for a resolver that is failing
                 self._stop.wait(self._idle_seconds)
+        self._behind = False
+
+    def _round(self) -> bool:
+        """One batch for each workspace with waiting events; False when nothing was waiting."""
+        with connect(self._engine) as conn:
+            workspace_ids = event_store.workspaces_with_unresolved_events(conn)
+            oldest = [event_store.oldest_unresolved_received_at(conn, ws) for ws in workspace_ids]
+        arrived = [t for t in oldest if t is not None]
+        self._behind = bool(arrived) and (utcnow() - min(arrived)).total_seconds() > self._max_lag
+        if not workspace_ids:
+            return False
+        for ws in workspace_ids:
+            busy = self._ingest_busy()
+            spent = self._one_batch(ws, self._batch_size if busy else self._quiet_batch_size)
+            if busy and not self._behind and self._busy_share < 1:
+                self._stop.wait(spent * (1 - self._busy_share) / self._busy_share)
+        return True
+
+    def _one_batch(self, workspace_id: int, size: int) -> float:
+        """Resolve one batch; returns the seconds of work (not of waiting for the write turn)."""
+        started: list[float] = []
+
+        def work(conn: Connection) -> int:
+            started.append(time.monotonic())
+            return resolve_batch(conn, workspace_id, batch_size=size)
+
+        # Behind the bound it no longer lets ingest requests go first on SQLite.
+        transaction(self._engine, work, background=not self._behind)
+        return time.monotonic() - started[-1]
