@@ -6,10 +6,17 @@ over two years; purchases follow BG/NBD at the CDNOW parameters, the rest is bro
 
 For each computation, in the same run on the same data:
 - DuckDB: the product's own SQL (`rfm_query`, the `retention` and `cohort_retention` metrics,
-  `clv_summary_query`) on the analytics store file;
+  `clv_summary_query`) on the analytics store file, as the product runs it: from the per-profile rollups the
+  sync maintains (`lifeloop.analytics.rollups`; reading their coverage is part of the timed call), and,
+  for comparison, the same definitions from the raw events;
 - pandas: the same definitions written as idiomatic vectorised pandas (groupby / rank / merge) on an in-memory
   DataFrame already holding the events (loading is not counted against pandas);
-and the two results are checked to be equal before any time is reported.
+and all results are checked to be equal before any time is reported.
+
+What the rollups cost is measured too: building them from scratch over all events (what a store upgrade or
+rebuild does), and keeping them current: appending one more chunk of events (100,000 and 10,000: the sync's
+default) through the sync's own per-chunk step, events and rollups in one transaction. After that chunk the
+rollup answers are checked again against the raw-event answers.
 
 Then BG/NBD and Gamma-Gamma are fitted on the resulting customer summary by lifeloop and by `lifetimes`
 (parameters compared, best of N fits each).
@@ -51,7 +58,8 @@ import duckdb  # noqa: E402
 from lifeloop.analytics.clv import BetaGeoModel, GammaGammaModel, rfm_summary  # noqa: E402
 from lifeloop.analytics.metrics import CohortRetention, Retention  # noqa: E402
 from lifeloop.analytics.rfm import RfmConfig, rfm_query  # noqa: E402
-from lifeloop.analytics.service import clv_summary  # noqa: E402
+from lifeloop.analytics.rollups import append_events, read_rollups, rebuild  # noqa: E402
+from lifeloop.analytics.service import clv_summary_query  # noqa: E402
 from lifeloop.analytics.store import open_store  # noqa: E402
 from lifeloop.analytics.synthetic import load_events, shop_events  # noqa: E402
 
@@ -144,6 +152,19 @@ def pandas_clv_summary(df: pd.DataFrame, last_day: Any) -> pd.DataFrame:
     return rfm_summary(orders, "user", "day", "revenue", last_day, freq_days=7.0)
 
 
+def next_chunk(events: pd.DataFrame, last_day: Any, size: int, first_id: int, seed: int) -> pd.DataFrame:
+    """``size`` further events of existing customers on the day after ``last_day``, with ids from
+    ``first_id``: what the next sync chunk of a live shop looks like (orders at the data's own share)."""
+    rng = np.random.default_rng(seed)
+    chunk = events.iloc[rng.integers(0, len(events), size=size)].copy()
+    chunk["id"] = first_id + np.arange(size, dtype=np.int64)
+    start = pd.Timestamp(last_day) + pd.Timedelta(days=1)
+    chunk["ts"] = start + pd.to_timedelta(np.sort(rng.integers(0, 86400, size=size)), unit="s")
+    chunk["day"] = chunk["ts"].dt.date
+    chunk["channel"] = None
+    return chunk.reset_index(drop=True)
+
+
 # -------------------------------------------------------------------------------------------------- main
 
 
@@ -184,6 +205,13 @@ def main() -> None:
     _, t_load = timed(lambda: load_events(con, events))
     print(f"loaded into DuckDB in {t_load:.1f} s", flush=True)
     results["load_seconds"] = t_load
+    _, t_build = timed(lambda: rebuild(con, 1))
+    sizes = {
+        t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchall()[0][0]
+        for t in ("profile_days", "profile_summary", "cohort_counts")
+    }
+    print(f"rollups built from scratch in {t_build:.1f} s ({sizes})", flush=True)
+    results["rollups"] = {"build_from_scratch_s": t_build, "rows": sizes}
 
     # pandas gets the events in memory, typed as a pandas user would have them.
     pdf = pd.DataFrame(
@@ -202,17 +230,44 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
 
     def compare(
-        name: str, duck: Callable[[], Any], pand: Callable[[], Any], check: Callable[[Any, Any], None]
+        name: str,
+        duck: Callable[[bool], Any],
+        pand: Callable[[], Any],
+        check: Callable[[Any, Any], None],
     ) -> None:
-        d, t_d = timed(duck)
+        d, t_d = timed(lambda: duck(True))
+        r, t_r = timed(lambda: duck(False))
         p, t_p = timed(pand)
         check(d, p)
-        rows.append({"computation": name, "duckdb_s": t_d, "pandas_s": t_p, "speedup": t_p / t_d})
-        print(f"{name:<28} duckdb {t_d:7.2f} s   pandas {t_p:7.2f} s   × {t_p / t_d:.1f}", flush=True)
+        check(r, p)
+        rows.append(
+            {
+                "computation": name,
+                "duckdb_s": t_d,
+                "duckdb_raw_events_s": t_r,
+                "pandas_s": t_p,
+                "speedup": t_p / t_d,
+                "speedup_raw_events": t_p / t_r,
+            }
+        )
+        print(
+            f"{name:<28} duckdb {t_d:7.2f} s (raw events {t_r:5.2f} s)   pandas {t_p:7.2f} s   "
+            f"× {t_p / t_d:.1f} (raw × {t_p / t_r:.1f})",
+            flush=True,
+        )
+
+    def rollups_if(use: bool) -> Any:
+        """The coverage the product reads before each query (None: the raw-event SQL)."""
+        return read_rollups(con, 1) if use else None
+
+    def duck_rfm(use: bool, at: datetime = as_of) -> pd.DataFrame:
+        return con.sql(rfm_query(1, at, RfmConfig(), rollups_if(use))).to_arrow_table().to_pandas()
+
+    def duck_summary(use: bool, day: Any = last_day) -> pd.DataFrame:
+        sql = clv_summary_query(1, day, 7.0, rollups_if(use))
+        return con.sql(sql).to_arrow_table().to_pandas().set_index("user_id")
 
     # RFM scores and layers
-    sql = rfm_query(1, as_of, RfmConfig())
-
     def check_rfm(d: pd.DataFrame, p: pd.DataFrame) -> None:
         d = d.set_index("user_id").sort_index()
         assert list(d.index) == list(p.index)
@@ -224,26 +279,21 @@ def main() -> None:
             )
         assert (d["layer"].to_numpy() == p["layer"].to_numpy()).all()
 
-    compare(
-        "RFM scores + layers",
-        lambda: con.sql(sql).to_arrow_table().to_pandas(),
-        lambda: pandas_rfm(pdf, as_of),
-        check_rfm,
-    )
+    compare("RFM scores + layers", duck_rfm, lambda: pandas_rfm(pdf, as_of), check_rfm)
 
     # N-day retention by daily cohort
     retention = Retention(workspace_id=1, start=start, end=end, days=[1, 7, 30])
 
     def check_retention(d: Any, p: pd.DataFrame) -> None:
         frame = d.frame.set_index("cohort")
-        p.index = [x.date() for x in p.index]
+        p.index = [x.date() if hasattr(x, "date") else x for x in p.index]
         assert list(frame.index) == list(p.index)
         for col in ("users", "d1_users", "d7_users", "d30_users"):
             assert (frame[col].to_numpy() == p[col].to_numpy()).all(), col
 
     compare(
         "D1/D7/D30 retention",
-        lambda: retention.run(con),
+        lambda use: retention.run(con, use_rollups=use),
         lambda: pandas_retention(pdf, pd.Timestamp(start), pd.Timestamp(end), [1, 7, 30]),
         check_retention,
     )
@@ -265,7 +315,7 @@ def main() -> None:
 
     compare(
         "monthly cohort retention",
-        lambda: cohorts.run(con),
+        lambda use: cohorts.run(con, use_rollups=use),
         lambda: pandas_cohorts(pdf, pd.Timestamp(start), pd.Timestamp(end), 12),
         check_cohorts,
     )
@@ -278,18 +328,58 @@ def main() -> None:
 
     compare(
         "CLV summary (F, R, T, M)",
-        lambda: clv_summary(con, 1, last_day),
+        duck_summary,
         lambda: pandas_clv_summary(pdf, pd.Timestamp(last_day)),
         check_summary,
     )
     results["analytics"] = rows
-    total_d = sum(r["duckdb_s"] for r in rows)
-    total_p = sum(r["pandas_s"] for r in rows)
-    results["analytics_total"] = {"duckdb_s": total_d, "pandas_s": total_p, "speedup": total_p / total_d}
-    print(f"{'total':<28} duckdb {total_d:7.2f} s   pandas {total_p:7.2f} s   × {total_p / total_d:.1f}")
+    total = {k: sum(r[k] for r in rows) for k in ("duckdb_s", "duckdb_raw_events_s", "pandas_s")}
+    total["speedup"] = total["pandas_s"] / total["duckdb_s"]
+    total["speedup_raw_events"] = total["pandas_s"] / total["duckdb_raw_events_s"]
+    results["analytics_total"] = total
+    print(
+        f"{'total':<28} duckdb {total['duckdb_s']:7.2f} s (raw events {total['duckdb_raw_events_s']:5.2f} s)"
+        f"   pandas {total['pandas_s']:7.2f} s   × {total['speedup']:.1f}"
+        f" (raw × {total['speedup_raw_events']:.1f})"
+    )
+    summary = duck_summary(True)
 
-    # ---- CLV model fits vs lifetimes
-    summary = clv_summary(con, 1, last_day)
+    # ---- keeping the rollups current: the sync's per-chunk step (events + rollups, one transaction)
+    incremental: dict[str, Any] = {}
+    next_id = int(events["id"].max()) + 1
+    for size in (100_000, 10_000):
+        chunk = next_chunk(events, last_day + timedelta(days=len(incremental)), size, next_id, seed=size)
+        next_id += size
+        con.register("bench_chunk", chunk)
+
+        def append() -> int:
+            con.begin()
+            added = append_events(con, "bench_chunk")
+            con.commit()
+            return added
+
+        added, t_chunk = timed(append)
+        assert added == size, f"{added} of {size} events appended"
+        con.unregister("bench_chunk")
+        incremental[f"chunk_{size}_events_s"] = t_chunk
+        print(f"one sync chunk of {size:,} events (events + rollups): {t_chunk:.2f} s", flush=True)
+    # The rollups still answer exactly what the raw events do (a new as-of past the added days).
+    after_day = last_day + timedelta(days=2)
+    after = datetime.combine(after_day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    check_rfm(duck_rfm(True, after), duck_rfm(False, after).set_index("user_id").sort_index())
+    for metric in (
+        Retention(workspace_id=1, start=start, end=after_day, days=[1, 7, 30]),
+        CohortRetention(workspace_id=1, start=start, end=after_day, period="month", periods=12),
+    ):
+        pd.testing.assert_frame_equal(metric.run(con).frame, metric.run(con, use_rollups=False).frame)
+    pd.testing.assert_frame_equal(
+        duck_summary(True, after_day), duck_summary(False, after_day), check_exact=False, rtol=1e-9
+    )
+    print("after the added chunks, rollup answers still equal raw-event answers", flush=True)
+    incremental["checked_equal_after"] = True
+    results["rollups"]["incremental"] = incremental
+
+    # ---- CLV model fits vs lifetimes (on the summary before the added chunks)
     con.close()
     x, tx, t, mv = summary["frequency"], summary["recency"], summary["T"], summary["monetary_value"]
     repeat = (x > 0) & (mv > 0)

@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from lifeloop.analytics.rollups import rebuild
 from lifeloop.analytics.store import open_store
 
 TZ = "Asia/Taipei"
@@ -126,8 +127,9 @@ EVENT_COLUMNS = [
 ]  # fmt: skip
 
 
-def load(history: History, path) -> None:
-    """Write the history into a fresh store (as a completed sync would leave it)."""
+def load(history: History, path, *, rollups: bool = True) -> None:
+    """Write the history into a fresh store as a completed sync would leave it: with the workspace's rollups
+    (``rollups=False``: events only, so queries fall back to them)."""
     con = open_store(path)
     try:
         con.register("h_events", history.events[EVENT_COLUMNS])
@@ -138,6 +140,8 @@ def load(history: History, path) -> None:
         con.execute("INSERT INTO profile_map SELECT * FROM h_map")
         con.register("h_costs", history.costs)
         con.execute("INSERT INTO channel_costs SELECT workspace_id, channel, day, cost FROM h_costs")
+        if rollups:
+            rebuild(con, history.workspace_id)
     finally:
         con.close()
 

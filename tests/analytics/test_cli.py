@@ -25,10 +25,14 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 def shop_history(engine: sa.Engine, brand: Brand) -> int:
     """40 customers over 120 days: views, and orders at a customer-specific rate."""
     rng = random.Random(3)
+    # Spend differs between customers, so the Gamma-Gamma likelihood has a maximum (with i.i.d. order
+    # values across customers it has none, and whether the optimiser stops cleanly depends on rounding).
+    spend = random.Random(5)
     raw = []
     for c in range(40):
         rate = rng.choice([0.0, 0.02, 0.05, 0.1])
         channel = rng.choice(["line", "ads"])
+        scale = spend.choice([15.0, 40.0, 120.0])
         for d in range(rng.randrange(0, 30), 120, rng.randrange(1, 6)):
             ts = (T0 + timedelta(days=d, hours=rng.randrange(0, 24))).isoformat()
             ctx = {"channel": channel}
@@ -42,7 +46,8 @@ def shop_history(engine: sa.Engine, brand: Brand) -> int:
                 }
             )
             if rng.random() < rate * 5:
-                props = {"revenue": round(rng.uniform(10, 200), 2)}
+                rng.random()  # keeps the draws of the rest of the history as they were
+                props = {"revenue": round(spend.gammavariate(6.0, scale / 6.0), 2)}
                 raw.append({"type": "track", "userId": f"c{c}", "event": "Order Completed", "timestamp": ts,
                             "properties": props})  # fmt: skip
     now = datetime.now(UTC)

@@ -7,6 +7,7 @@ calls lifeloop code (only the generated data and the store loader are shared).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -29,7 +30,7 @@ def history() -> History:
 
 
 @pytest.fixture(scope="module")
-def con(history: History, tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
+def con(history: History, tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDBPyConnection]:
     path = tmp_path_factory.mktemp("store") / "a.duckdb"
     load(history, path)
     # A second workspace's events must never leak into the first's metrics.
@@ -338,7 +339,8 @@ def ref_journey(e: pd.DataFrame, p: dict[str, Any]) -> pd.DataFrame:
         out.append((arm, len(rows), conv, conv / len(rows)))
     frame = pd.DataFrame(out, columns=["arm", "users", "converted", "rate"])
     control = frame[frame["arm"] == "control"].iloc[0]
-    uplift, pvals = [], []
+    uplift: list[float | None] = []
+    pvals: list[float | None] = []
     for _, r in frame.iterrows():
         if r["arm"] == "control":
             uplift.append(None)
@@ -449,14 +451,18 @@ def test_metric_matches_pandas(
     name: str, params: dict[str, Any], con: duckdb.DuckDBPyConnection, history: History
 ) -> None:
     p = {**BASE, **params}
-    got = build_metric(name, {"workspace_id": WS, **p}).run(con).frame
     metric = build_metric(name, {"workspace_id": WS, **p})
+    # Both paths: the rollups where they answer the parameters, and the raw events always.
+    got, raw = metric.run(con).frame, metric.run(con, use_rollups=False).frame
     p = {**metric.model_dump(), **p}  # defaults (window_days, direction…) as the metric saw them
     expected = reference(name, p, history)
-    assert list(got.columns) == list(expected.columns)
-    g, x = normalise(got), normalise(expected)
-    assert len(g) == len(x), f"{len(g)} rows, expected {len(x)}"
-    assert len(g) > 0
-    for row_got, row_exp in zip(g, x, strict=True):
-        assert len(row_got) == len(row_exp)
-        assert all(same(a, b) for a, b in zip(row_got, row_exp, strict=True)), (row_got, row_exp)
+    x = normalise(expected)
+    assert len(x) > 0
+    for frame in (got, raw):
+        assert list(frame.columns) == list(expected.columns)
+        g = normalise(frame)
+        assert len(g) == len(x), f"{len(g)} rows, expected {len(x)}"
+        for row_got, row_exp in zip(g, x, strict=True):
+            assert len(row_got) == len(row_exp)
+            assert all(same(a, b) for a, b in zip(row_got, row_exp, strict=True)), (row_got, row_exp)
+    pd.testing.assert_frame_equal(got, raw, check_exact=False, rtol=0, atol=1e-9)

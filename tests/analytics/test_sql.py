@@ -13,6 +13,8 @@ from sqlglot.errors import ErrorLevel
 from lifeloop.analytics.metrics import METRICS, build_metric
 from lifeloop.analytics.metrics.base import lit
 from lifeloop.analytics.rfm import RfmConfig, rfm_query
+from lifeloop.analytics.rollups import Rollups
+from lifeloop.analytics.service import clv_summary_query
 from lifeloop.analytics.store import store
 from lifeloop.errors import InvalidInput
 from tests.analytics.generated import generate, load
@@ -38,10 +40,20 @@ def queries() -> list[tuple[str, str]]:
             if filtered:
                 params.update(FILTERS)
             out.append((f"{name}{'-filtered' if filtered else ''}", build_metric(name, params).to_query()))
-    for method in ("quantile", "thresholds"):
-        out.append(
-            (f"rfm-{method}", rfm_query(1, datetime(2024, 3, 1, tzinfo=UTC), RfmConfig(method=method)))
+    # the same answers read from the per-profile rollups
+    covered = Rollups(1, datetime(2024, 2, 1), date(2024, 2, 1), date(2024, 2, 1))
+    at = datetime(2024, 3, 1, tzinfo=UTC)
+    for name, extra in (("retention", {}), ("cohort_retention", {"period": "month"}), ("new_users", {})):
+        sql = build_metric(
+            name, {"workspace_id": 1, "start": date(2024, 1, 1), "end": date(2024, 3, 1), **extra}
         )
+        out.append((f"{name}-rollups", sql.query(covered)))
+    for method in ("quantile", "thresholds"):
+        out.append((f"rfm-{method}", rfm_query(1, at, RfmConfig(method=method))))
+        out.append((f"rfm-{method}-rollups", rfm_query(1, at, RfmConfig(method=method), covered)))
+    out.append(("clv-summary", clv_summary_query(1, date(2024, 3, 1))))
+    out.append(("clv-summary-rollups", clv_summary_query(1, date(2024, 3, 1), 7.0, covered)))
+    assert all(("profile_summary" in q or "cohort_counts" in q) == n.endswith("-rollups") for n, q in out)
     return out
 
 

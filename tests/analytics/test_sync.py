@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from lifeloop.analytics.metrics import build_metric
+from lifeloop.analytics.rfm import RfmConfig, rfm_query
+from lifeloop.analytics.rollups import read_rollups
 from lifeloop.analytics.store import store
 from lifeloop.analytics.sync import sync as sync_now
 from lifeloop.events.messages import parse_message
@@ -109,6 +112,15 @@ def test_a_crash_between_chunks_resumes_without_duplicates(
     dump = "SELECT * EXCLUDE (ts), epoch_us(ts) FROM events ORDER BY id"
     assert rows(crashed, dump) == rows(clean, dump)
     assert rows(crashed, "SELECT count(*), count(DISTINCT id) FROM events") == [(25, 25)]
+    # the rollups were committed with their chunk: the resumed store holds what the clean one does
+    for table in ("profile_summary", "cohort_counts", "rollup_state"):
+        assert rows(crashed, f"SELECT * FROM {table} ORDER BY ALL") == rows(
+            clean, f"SELECT * FROM {table} ORDER BY ALL"
+        )
+    per_day = (
+        "SELECT profile_id, day, bool_or(active), sum(orders) FROM profile_days GROUP BY ALL ORDER BY ALL"
+    )
+    assert rows(crashed, per_day) == rows(clean, per_day)
 
 
 def test_workspaces_keep_their_own_cursor(engine: sa.Engine, brand: Brand, tmp_path: Path) -> None:
@@ -144,9 +156,23 @@ def test_a_merge_after_sync_maps_the_old_profile_to_the_survivor(
            LEFT JOIN profile_map m ON m.workspace_id = e.workspace_id AND m.profile_id = e.profile_id""",
     )
     assert canonical == [(1,)]
+    # the rollups, kept per raw profile, answer for the merged user as the raw events do
+    retention = build_metric(
+        "retention", {"workspace_id": brand.workspace_id, "start": "2024-02-01", "end": "2024-03-31"}
+    )
+    with store(path) as con:
+        got, raw = retention.run(con).frame, retention.run(con, use_rollups=False).frame
+        assert read_rollups(con, brand.workspace_id) is not None
+        at = datetime(2024, 4, 1, tzinfo=UTC)
+        rfm = [
+            con.sql(rfm_query(brand.workspace_id, at, RfmConfig(), r)).fetchall()
+            for r in (read_rollups(con, brand.workspace_id), None)
+        ]
+    assert got["users"].tolist() == raw["users"].tolist() == [1]
+    assert rfm[0] == rfm[1] and len(rfm[0]) == 1
 
 
-CASES = [
+CASES: list[tuple[dict[str, Any], str, float | None, str | None, bool]] = [
     # (event props / context, expected event, revenue, channel, interactive)
     ({"event": "Order Completed", "properties": {"revenue": "12.50"}}, "Order Completed", 12.5, None, True),
     (
@@ -226,7 +252,9 @@ def test_flattening_rules(engine: sa.Engine, brand: Brand, tmp_path: Path) -> No
     path = tmp_path / "a.duckdb"
     sync(engine, path)
     got = rows(path, "SELECT event, revenue, channel, interactive, category, day FROM events ORDER BY id")
-    expected = [(e, rev, ch, inter, None, date(2024, 3, 1)) for _kw, e, rev, ch, inter in CASES]
+    expected: list[tuple[Any, ...]] = [
+        (e, rev, ch, inter, None, date(2024, 3, 1)) for _kw, e, rev, ch, inter in CASES
+    ]
     expected.append(("Page Viewed", None, None, True, "booking", date(2024, 3, 1)))
     expected.append(("identify", None, None, False, None, date(2024, 3, 2)))  # 00:30 in Taipei
     assert got == expected

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Engine
 
 from lifeloop.analytics.metrics.base import ORDER_EVENT, events_cte, lit
+from lifeloop.analytics.rollups import Rollups, merge_ctes, read_rollups
 from lifeloop.analytics.store import store
 from lifeloop.profiles.service import set_trait
 
@@ -62,28 +63,41 @@ class RfmConfig(BaseModel):
         return self
 
 
-def _quintile(order_by: str) -> str:
-    # purchasers counted once by a scalar subquery (cheaper than a COUNT(*) OVER () per score)
-    purchasers = "(SELECT COUNT(*) FROM base WHERE orders > 0)"
-    return f"CAST(1 + FLOOR(5 * (RANK() OVER (ORDER BY {order_by}) - 1) / {purchasers}) AS INTEGER)"
+def _quintile(rank: str) -> str:
+    """The 1-5 score of a purchaser whose SQL ``RANK`` among purchasers is ``rank``."""
+    return f"CAST(1 + FLOOR(5 * ({rank} - 1) / p.purchasers) AS INTEGER)"
+
+
+def _rank_by_value(column: str, descending: bool) -> str:
+    """``RANK() OVER (ORDER BY column)`` among purchasers, per distinct value: 1 + how many purchasers come
+    strictly before it. For few distinct values (orders, days), this replaces a sort of every purchaser by
+    a sort of the values."""
+    order = f"{column} DESC" if descending else column
+    return f"""SELECT {column}, SUM(n) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) - n + 1 AS rnk
+    FROM (SELECT {column}, COUNT(*) AS n FROM base WHERE orders > 0 GROUP BY {column}) v"""
+
+
+def _quintile_cuts(column: str) -> str:
+    """One row ``c1``…``c4``: the purchasers' ``t_j``-th smallest ``column`` value, t_j = ceil(j × n / 5).
+
+    The quintile score ``1 + floor(5 × (rank − 1) / n)`` is at least j + 1 exactly when rank − 1 (how many
+    purchasers have a smaller value) is at least t_j, i.e. when the value exceeds the t_j-th smallest: so
+    the score is 1 + the number of cuts the value exceeds. For columns with nearly one value per purchaser
+    (monetary) this needs one narrow sort and no join of the ranks back to the users."""
+    cuts = ", ".join(f"MAX(CASE WHEN o.rn = t.t{j} THEN o.{column} END) AS c{j}" for j in range(1, 5))
+    targets = ", ".join(f"CAST(CEIL({j} * purchasers / 5) AS BIGINT) AS t{j}" for j in range(1, 5))
+    return f"""SELECT {cuts} FROM (
+        SELECT {column}, ROW_NUMBER() OVER (ORDER BY {column}) AS rn FROM base WHERE orders > 0
+    ) o CROSS JOIN (SELECT {targets} FROM purchasers) t"""
 
 
 def _at_least(column: str, thresholds: tuple[float, ...]) -> str:
     return "1 + " + " + ".join(f"CASE WHEN {column} >= {lit(float(t))} THEN 1 ELSE 0 END" for t in thresholds)
 
 
-def rfm_query(workspace_id: int, as_of: datetime, config: RfmConfig) -> str:
-    """SQL returning one row per user (unordered) with R, F, M, their scores, layer and segments."""
-    at = lit(as_of.astimezone(UTC).replace(tzinfo=None))
-    if config.method == "quantile":
-        r, f, m = _quintile("recency_days DESC"), _quintile("orders"), _quintile("monetary")
-    else:
-        cases = " ".join(f"WHEN recency_days <= {d} THEN {5 - i}" for i, d in enumerate(config.recency_days))
-        r = f"CASE {cases} ELSE 1 END"
-        f, m = _at_least("orders", config.frequency), _at_least("monetary", config.monetary)
-    hi = config.high_score
+def _per_user_from_events(workspace_id: int, at: str) -> str:
     order = lit(ORDER_EVENT)
-    return f"""WITH {events_cte(workspace_id)},
+    return f"""{events_cte(workspace_id)},
 per_user AS (
     -- one pass over the events: first interaction and the order aggregates together
     SELECT user_id,
@@ -94,27 +108,88 @@ per_user AS (
            MAX(CASE WHEN event = {order} THEN ts END) AS last_order
     FROM ev WHERE ts < {at} AND (interactive OR event = {order})
     GROUP BY user_id
-),
-base AS (
+)"""
+
+
+def _per_user_from_rollups(workspace_id: int) -> str:
+    ws = lit(workspace_id)
+    return ",\n".join(
+        [
+            *merge_ctes(workspace_id),
+            f"""per_user AS (
+    -- profiles untouched by merges as summarised; merged profiles combined into their survivor
+    SELECT s.profile_id AS user_id, s.first_seen, s.orders, ROUND(s.revenue, 6) AS monetary,
+           s.first_order, s.last_order
+    FROM profile_summary s LEFT JOIN involved i ON i.profile_id = s.profile_id
+    WHERE s.workspace_id = {ws} AND i.profile_id IS NULL
+    UNION ALL
+    SELECT COALESCE(m.canonical_id, s.profile_id) AS user_id, MIN(s.first_seen) AS first_seen,
+           CAST(SUM(s.orders) AS BIGINT) AS orders, ROUND(SUM(s.revenue), 6) AS monetary,
+           MIN(s.first_order) AS first_order, MAX(s.last_order) AS last_order
+    FROM profile_summary s JOIN involved i ON i.profile_id = s.profile_id
+    LEFT JOIN merged m ON m.profile_id = s.profile_id
+    WHERE s.workspace_id = {ws}
+    GROUP BY COALESCE(m.canonical_id, s.profile_id)
+)""",
+        ]
+    )
+
+
+def rfm_query(workspace_id: int, as_of: datetime, config: RfmConfig, rollups: Rollups | None = None) -> str:
+    """SQL returning one row per user (unordered) with R, F, M, their scores, layer and segments.
+
+    From the per-profile rollups when ``rollups`` (the workspace's, see ``rollups.read_rollups``) hold no
+    event at or after ``as_of``; otherwise from the raw events."""
+    at_utc = as_of.astimezone(UTC).replace(tzinfo=None)
+    at = lit(at_utc)
+    if rollups is not None and rollups.cover_rfm(at_utc):
+        per_user = _per_user_from_rollups(workspace_id)
+    else:
+        per_user = _per_user_from_events(workspace_id, at)
+    ctes = [per_user]
+    ctes.append(f"""base AS (
     SELECT user_id, first_seen, orders, monetary, first_order, last_order,
            CAST(FLOOR(DATE_DIFF('second', last_order, {at}) / 86400) AS BIGINT) AS recency_days
     FROM per_user WHERE first_seen IS NOT NULL
-),
-scored AS (
-    SELECT user_id, {r} AS r, {f} AS f, {m} AS m FROM base WHERE orders > 0
-),
+)""")
+    if config.method == "quantile":
+        ctes.append("purchasers AS (SELECT COUNT(*) AS purchasers FROM base WHERE orders > 0)")
+        ctes.append(f"r_rank AS ({_rank_by_value('recency_days', descending=True)})")
+        ctes.append(f"f_rank AS ({_rank_by_value('orders', descending=False)})")
+        ctes.append(f"m_cut AS ({_quintile_cuts('monetary')})")
+        r, f = _quintile("rr.rnk"), _quintile("fr.rnk")
+        m = "CAST(1 + " + " + ".join(f"CASE WHEN b.monetary > mc.c{j} THEN 1 ELSE 0 END" for j in range(1, 5))
+        m += " AS INTEGER)"
+        joins = """CROSS JOIN purchasers p CROSS JOIN m_cut mc
+    LEFT JOIN r_rank rr ON rr.recency_days = b.recency_days
+    LEFT JOIN f_rank fr ON fr.orders = b.orders"""
+    else:
+        cases = " ".join(
+            f"WHEN b.recency_days <= {d} THEN {5 - i}" for i, d in enumerate(config.recency_days)
+        )
+        r = f"CASE {cases} ELSE 1 END"
+        f, m = _at_least("b.orders", config.frequency), _at_least("b.monetary", config.monetary)
+        joins = ""
+    ctes.append(f"""scored AS (
+    SELECT b.*, CASE WHEN b.orders > 0 THEN {r} END AS r, CASE WHEN b.orders > 0 THEN {f} END AS f,
+           CASE WHEN b.orders > 0 THEN {m} END AS m
+    FROM base b {joins}
+)""")
+    hi = config.high_score
+    with_ = ",\n".join(ctes)
+    return f"""WITH {with_},
 layered AS (
-    SELECT b.*, s.r, s.f, s.m,
+    SELECT s.*,
            CASE
                WHEN s.r >= 4 AND s.f >= 4 AND s.m >= 4 THEN 'high_value'
-               WHEN b.orders = 1 AND b.first_order > {at} - INTERVAL {config.new_days} DAY THEN 'new'
+               WHEN s.orders = 1 AND s.first_order > {at} - INTERVAL {config.new_days} DAY THEN 'new'
                WHEN s.r >= 3 AND (s.f >= 4 OR s.m >= 4) THEN 'potential'
-               WHEN (b.orders = 0 AND b.first_seen < {at} - INTERVAL {config.lost_days} DAY)
+               WHEN (s.orders = 0 AND s.first_seen < {at} - INTERVAL {config.lost_days} DAY)
                     OR (s.r = 1 AND s.f = 1) THEN 'lost'
-               WHEN s.r <= 2 AND b.orders >= 1 THEN 'sleeping'
+               WHEN s.r <= 2 AND s.orders >= 1 THEN 'sleeping'
                ELSE 'regular'
            END AS layer,
-           CASE WHEN b.orders > 0 THEN
+           CASE WHEN s.orders > 0 THEN
                CASE WHEN s.m >= {hi} THEN 'important_' ELSE 'general_' END ||
                CASE WHEN s.r >= {hi} AND s.f >= {hi} THEN 'value'
                     WHEN s.r >= {hi} THEN 'develop'
@@ -133,7 +208,7 @@ layered AS (
                WHEN s.f >= 3 THEN 'at_risk'
                WHEN s.r IS NOT NULL THEN 'hibernating'
            END AS rf_segment
-    FROM base b LEFT JOIN scored s ON s.user_id = b.user_id
+    FROM scored s
 )
 SELECT {lit(workspace_id)} AS workspace_id, user_id, {at} AS as_of, first_seen, orders, monetary,
        first_order, last_order, recency_days, r, f, m, layer, rfm_segment, rf_segment
@@ -149,9 +224,9 @@ def score_rfm(
 ) -> pd.DataFrame:
     """Score every user of the workspace and replace its rows in ``rfm_scores`` (one transaction)."""
     as_of = as_of or datetime.now(UTC)
-    sql = rfm_query(workspace_id, as_of, config or RfmConfig())
     con.begin()
     try:
+        sql = rfm_query(workspace_id, as_of, config or RfmConfig(), read_rollups(con, workspace_id))
         con.execute("DELETE FROM rfm_scores WHERE workspace_id = ?", [workspace_id])
         con.execute(f"INSERT INTO rfm_scores {sql}")
         con.commit()

@@ -19,6 +19,7 @@ from lifeloop.analytics.clv import (
 from lifeloop.analytics.engines import engine_for
 from lifeloop.analytics.metrics import MetricResult, build_metric
 from lifeloop.analytics.metrics.base import ORDER_EVENT, events_cte, lit
+from lifeloop.analytics.rollups import Rollups, involved_days_cte, merge_ctes, read_rollups, snapshot
 from lifeloop.config import get_settings
 from lifeloop.errors import InvalidInput
 
@@ -34,37 +35,65 @@ def run_metric(path: str | Path, workspace_id: int, name: str, params: dict[str,
     return engine_for(get_settings(), path).run_metric(metric)
 
 
-def clv_summary_query(workspace_id: int, as_of: date, freq_days: float = 7.0) -> str:
+def clv_summary_query(
+    workspace_id: int, as_of: date, freq_days: float = 7.0, rollups: Rollups | None = None
+) -> str:
     """SQL for the per-customer summary BG/NBD and Gamma-Gamma are fitted on (as ``clv.rfm_summary``).
 
     Orders on the same calendar day (workspace time zone) are one purchase worth the day's total; orders
     after ``as_of`` are ignored, missing revenue counts as 0 and negative revenue (refunds) is left out.
     ``frequency`` = purchase days − 1; ``recency`` = last − first purchase day; ``T`` = ``as_of`` − first
     purchase day (both in units of ``freq_days`` days); ``monetary_value`` = mean over the repeat days.
+    From the per-profile rollups when ``rollups`` hold no purchase after ``as_of``, else from raw events.
     """
-    return f"""WITH {events_cte(workspace_id)},
+    per = lit(float(freq_days))
+    summary = f"""SELECT user_id, COUNT(*) - 1 AS frequency,
+       DATE_DIFF('day', MIN(day), MAX(day)) / {per} AS recency,
+       DATE_DIFF('day', MIN(day), {lit(as_of)}) / {per} AS T,
+       CASE WHEN COUNT(*) > 1
+            THEN (SUM(amount) - SUM(CASE WHEN rn = 1 THEN amount END)) / (COUNT(*) - 1) ELSE 0 END
+           AS monetary_value
+FROM ranked GROUP BY user_id"""
+    ranked = """ranked AS (
+    SELECT user_id, day, amount, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY day) AS rn FROM daily
+)"""
+    if rollups is None or not rollups.cover_clv(as_of):
+        return f"""WITH {events_cte(workspace_id)},
 daily AS (
     SELECT user_id, day, SUM(COALESCE(revenue, 0)) AS amount FROM ev
     WHERE event = {lit(ORDER_EVENT)} AND day <= {lit(as_of)} AND COALESCE(revenue, 0) >= 0
     GROUP BY user_id, day
 ),
-ranked AS (
-    SELECT user_id, day, amount, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY day) AS rn FROM daily
-)
-SELECT user_id, COUNT(*) - 1 AS frequency,
-       DATE_DIFF('day', MIN(day), MAX(day)) / {lit(float(freq_days))} AS recency,
-       DATE_DIFF('day', MIN(day), {lit(as_of)}) / {lit(float(freq_days))} AS T,
-       CASE WHEN COUNT(*) > 1
-            THEN (SUM(amount) - SUM(CASE WHEN rn = 1 THEN amount END)) / (COUNT(*) - 1) ELSE 0 END
+{ranked}
+{summary} ORDER BY user_id"""
+    # Profiles untouched by merges straight from their summary; merged ones from their purchase days.
+    ctes = [
+        *merge_ctes(workspace_id),
+        involved_days_cte(workspace_id, "d.clv_orders > 0"),
+        "daily AS (SELECT user_id, day, SUM(clv_amount) AS amount FROM inv_days GROUP BY user_id, day)",
+        ranked,
+    ]
+    with_ = ",\n".join(ctes)
+    return f"""WITH {with_}
+SELECT s.profile_id AS user_id, s.clv_days - 1 AS frequency,
+       DATE_DIFF('day', s.clv_first_day, s.clv_last_day) / {per} AS recency,
+       DATE_DIFF('day', s.clv_first_day, {lit(as_of)}) / {per} AS T,
+       CASE WHEN s.clv_days > 1 THEN (s.clv_amount - s.clv_first_amount) / (s.clv_days - 1) ELSE 0 END
            AS monetary_value
-FROM ranked GROUP BY user_id ORDER BY user_id"""
+FROM profile_summary s LEFT JOIN involved i ON i.profile_id = s.profile_id
+WHERE s.workspace_id = {lit(workspace_id)} AND i.profile_id IS NULL AND s.clv_days > 0
+UNION ALL
+{summary}
+ORDER BY user_id"""
 
 
 def clv_summary(
     con: duckdb.DuckDBPyConnection, workspace_id: int, as_of: date, freq_days: float = 7.0
 ) -> pd.DataFrame:
     """The summary of ``clv_summary_query``, indexed by user id."""
-    frame = con.sql(clv_summary_query(workspace_id, as_of, freq_days)).to_arrow_table().to_pandas()
+    with snapshot(con):
+        sql = clv_summary_query(workspace_id, as_of, freq_days, read_rollups(con, workspace_id))
+        frame = con.sql(sql).to_arrow_table().to_pandas()
     return frame.set_index("user_id")
 
 

@@ -7,7 +7,12 @@ Tables (all keyed by ``workspace_id``):
 - ``profile_map``  profile id → canonical (surviving) profile id, so merges after a sync need no rewrite;
 - ``sync_state``   per workspace and stream, the id cursor / time watermark of the last committed chunk;
 - ``channel_costs`` acquisition cost per channel and day (for channel ROI);
-- ``rfm_scores``   the last RFM scoring (see ``lifeloop.analytics.rfm``).
+- ``rfm_scores``   the last RFM scoring (see ``lifeloop.analytics.rfm``);
+- ``profile_days``, ``profile_summary``, ``cohort_counts``, ``rollup_state``: per-profile rollups the sync
+  keeps current with the events (see ``lifeloop.analytics.rollups``).
+
+Opening a store written by an older schema version adds the missing tables and rebuilds the rollups from
+its events (version 1 → 2: the rollups).
 
 DuckDB allows one writing process per file. Connections are opened per operation and closed quickly;
 opening retries while another process holds the lock (e.g. ``lifeloop worker`` syncing while the API reads).
@@ -24,9 +29,10 @@ from pathlib import Path
 
 import duckdb
 
+from lifeloop.analytics import rollups
 from lifeloop.errors import LifeloopError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -124,17 +130,48 @@ def open_store(path: str | Path, *, timeout: float = 30.0) -> duckdb.DuckDBPyCon
                 ) from error
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+    # No query relies on the physical row order (results that need one say ORDER BY); without it DuckDB's
+    # windows, sorts and large result sets run without re-establishing the scan order.
+    con.execute("SET preserve_insertion_order = false")
     # Create the schema only when missing: the DDL and the version row are writes, which concurrent readers
     # (API requests) should not all repeat. (A deleted and recreated file gets its schema back here too.)
     found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'store_meta'").fetchall()
     if not found[0][0]:
         with _schema_lock:
-            con.execute(SCHEMA)
+            con.execute(SCHEMA + rollups.SCHEMA)
             con.execute(
                 "INSERT INTO store_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
                 [str(SCHEMA_VERSION)],
             )
+    elif _version(con) < SCHEMA_VERSION:
+        with _schema_lock:
+            _upgrade(con)
     return con
+
+
+def _version(con: duckdb.DuckDBPyConnection) -> int:
+    rows = con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _upgrade(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring an older store to SCHEMA_VERSION in one transaction (another opener may have done it first)."""
+    con.begin()
+    try:
+        version = _version(con)
+        if version < SCHEMA_VERSION:
+            con.execute(SCHEMA + rollups.SCHEMA)
+            if version < 2:  # the rollups appeared in version 2: build them from the events already here
+                rollups.rebuild(con, transaction=False)
+            con.execute(
+                "INSERT INTO store_meta VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [str(SCHEMA_VERSION)],
+            )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """Incremental sync from the operational database (SQLite or PostgreSQL) into the DuckDB store.
 
 Per workspace, events are read in id order after the stored cursor, flattened, and appended together
-with the new cursor in ONE DuckDB transaction: a crash between chunks loses nothing and a rerun
-copies nothing twice (the primary key on ``events.id`` is a second guard).
+with the new cursor and their fold into the per-profile rollups (``lifeloop.analytics.rollups``) in ONE
+DuckDB transaction: a crash between chunks loses nothing and a rerun copies nothing twice (the primary key
+on ``events.id`` is a second guard; only rows it lets in are folded).
 
 Only resolved events are copied (``profile_id IS NOT NULL``), and the cursor never passes the lowest
 still-unresolved id of the workspace, so an event that the resolver places later is never skipped.
@@ -35,6 +36,7 @@ import orjson
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
+from lifeloop.analytics.rollups import append_events
 from lifeloop.analytics.store import open_store
 from lifeloop.events.models import events
 from lifeloop.profiles.computed import NON_INTERACTION_EVENTS
@@ -263,9 +265,7 @@ def _sync_events(
         con.begin()
         try:
             con.register("chunk", frame)
-            con.execute(
-                f"INSERT INTO events SELECT {', '.join(EVENT_COLUMNS)} FROM chunk ON CONFLICT DO NOTHING"
-            )
+            append_events(con, "chunk")  # the events and their rollups, in this transaction
             con.unregister("chunk")
             cursor = int(frame["id"].iloc[-1])
             _save_state(con, workspace_id, "events", cursor=cursor)

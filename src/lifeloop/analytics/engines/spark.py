@@ -45,14 +45,16 @@ from sqlglot.errors import ErrorLevel
 
 from lifeloop.analytics.metrics.base import Metric, MetricResult
 from lifeloop.analytics.rfm import RfmConfig, rfm_query
+from lifeloop.analytics.rollups import TABLES as ROLLUP_TABLES
+from lifeloop.analytics.rollups import Rollups, read_all_rollups, snapshot
 from lifeloop.analytics.service import clv_summary_query
 from lifeloop.analytics.store import store
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-# Tables the queries read; rfm_scores / sync_state are outputs and bookkeeping.
-TABLES = ("events", "profile_map", "channel_costs")
+# Tables the queries read (the events and their rollups); rfm_scores / sync_state are outputs and bookkeeping.
+TABLES = ("events", "profile_map", "channel_costs", *ROLLUP_TABLES)
 
 # Session settings that make Spark SQL mean what the DuckDB SQL means.
 SQL_CONF = {
@@ -185,6 +187,7 @@ class SparkEngine:
         self._base_session = session
         self._session: SparkSession | None = None
         self._snapshot: str | None = None
+        self._rollups: dict[int, Rollups] = {}  # per workspace, as of the snapshot
         self._lock = threading.Lock()
         self.rewrites: dict[str, int] = {}  # rewrite name → times applied, over this engine's queries
 
@@ -207,13 +210,14 @@ class SparkEngine:
                       (SELECT COUNT(*) FROM profile_map), (SELECT MAX(updated_at) FROM profile_map),
                       (SELECT SUM(canonical_id) FROM profile_map),
                       (SELECT COUNT(*) FROM channel_costs), (SELECT SUM(cost) FROM channel_costs),
-                      (SELECT MAX(synced_at) FROM sync_state)"""
+                      (SELECT MAX(synced_at) FROM sync_state),
+                      (SELECT COUNT(*) FROM profile_days), (SELECT SUM(events) FROM rollup_state)"""
         ).fetchone()
         return hashlib.sha256(repr(row).encode()).hexdigest()[:16]
 
     def refresh(self) -> None:
         """Export the store's tables to Parquet and (re)register them as views, unless unchanged."""
-        with self._lock, store(self.path) as con:
+        with self._lock, store(self.path) as con, snapshot(con):  # tables and fingerprint of one state
             key = self._fingerprint(con)
             if key == self._snapshot:
                 return
@@ -224,6 +228,7 @@ class SparkEngine:
                     file = str(partial / f"{table}.parquet").replace("'", "''")
                     con.execute(f"COPY {table} TO '{file}' (FORMAT parquet)")
                 partial.rename(target)  # readers only ever see a complete snapshot
+            self._rollups = read_all_rollups(con)
             for table in TABLES:
                 self.session.read.parquet(str(target / f"{table}.parquet")).createOrReplaceTempView(table)
             previous, self._snapshot = self._snapshot, key
@@ -243,6 +248,10 @@ class SparkEngine:
         started = time.perf_counter()
         self.refresh()
         timings["load"] = time.perf_counter() - started
+        return self._run(sql, timings)
+
+    def _run(self, sql: str, timings: dict[str, float]) -> tuple[pd.DataFrame, str]:
+        """``sql`` transpiled and run on the current snapshot (no refresh: the caller chose the snapshot)."""
         started = time.perf_counter()
         spark_sql = to_spark_sql(sql, self.rewrites)
         timings["transpile"] = time.perf_counter() - started
@@ -254,23 +263,40 @@ class SparkEngine:
             raise RuntimeError(f"Spark answered columns {table.schema.names}, DuckDB {schema.names}")
         return table.cast(schema).to_pandas(), spark_sql
 
+    def query_built(
+        self,
+        build: Callable[[Rollups | None], str],
+        workspace_id: int,
+        timings: dict[str, float] | None = None,
+    ) -> tuple[pd.DataFrame, str]:
+        """``query`` of the SQL ``build`` makes from the workspace's rollup coverage in the snapshot."""
+        timings = timings if timings is not None else {}
+        started = time.perf_counter()
+        self.refresh()
+        timings["load"] = time.perf_counter() - started
+        started = time.perf_counter()
+        sql = build(self._rollups.get(workspace_id))
+        timings["build"] = time.perf_counter() - started
+        return self._run(sql, timings)
+
     def run_metric(self, metric: Metric) -> MetricResult:
         timings: dict[str, float] = {}
-        started = time.perf_counter()
-        sql = metric.to_query()
-        timings["build"] = time.perf_counter() - started
-        frame, spark_sql = self.query(sql, timings)
+        frame, spark_sql = self.query_built(metric.query, metric.workspace_id, timings)
         started = time.perf_counter()
         frame = metric.finish(frame)
         timings["finish"] = time.perf_counter() - started
         return MetricResult(metric, frame, spark_sql, timings)
 
     def rfm(self, workspace_id: int, as_of: datetime, config: RfmConfig) -> pd.DataFrame:
-        frame, _ = self.query(rfm_query(workspace_id, as_of, config))
+        frame, _ = self.query_built(
+            lambda rollups: rfm_query(workspace_id, as_of, config, rollups), workspace_id
+        )
         return frame.drop(columns="workspace_id").sort_values("user_id", ignore_index=True)
 
     def clv_summary(self, workspace_id: int, as_of: date, freq_days: float = 7.0) -> pd.DataFrame:
-        frame, _ = self.query(clv_summary_query(workspace_id, as_of, freq_days))
+        frame, _ = self.query_built(
+            lambda rollups: clv_summary_query(workspace_id, as_of, freq_days, rollups), workspace_id
+        )
         return frame.set_index("user_id")
 
     def close(self) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
 from lifeloop.analytics.metrics.base import Metric, days_between, line_chart, lit, shift
+
+if TYPE_CHECKING:
+    from lifeloop.analytics.rollups import Rollups
 
 
 class ActiveUsers(Metric):
@@ -55,6 +58,21 @@ class NewUsers(Metric):
             ctes,
             "SELECT d.day, COUNT(f.user_id) AS new_users FROM days d "
             "LEFT JOIN first_days f ON f.first_day = d.day GROUP BY d.day ORDER BY d.day",
+        )
+
+    def rollup_query(self, rollups: Rollups) -> str | None:
+        """Offset 0 of the daily ``cohort_counts`` (corrected for merges); not with population filters."""
+        if self.filtered:
+            return None
+        from lifeloop.analytics.rollups import cohort_counts_cte
+
+        where = f"first_day BETWEEN {lit(self.start)} AND {lit(self.end)} AND k = 0"
+        ctes = cohort_counts_cte(self.workspace_id, "day", where)
+        ctes.append(f"days AS ({days_between(lit(self.start), lit(self.end))})")
+        return self.with_(
+            ctes,
+            "SELECT d.day, CAST(COALESCE(SUM(c.users), 0) AS BIGINT) AS new_users FROM days d "
+            "LEFT JOIN counts c ON c.first_day = d.day GROUP BY d.day ORDER BY d.day",
         )
 
     def chart(self, frame: pd.DataFrame) -> dict[str, Any]:

@@ -22,13 +22,16 @@ import logging
 import time
 from abc import abstractmethod
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import duckdb
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lifeloop.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from lifeloop.analytics.rollups import Rollups
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +240,24 @@ class Metric(BaseModel):
 
     # ------------------------------------------------------------------ protocol
 
+    @property
+    def filtered(self) -> bool:
+        """Whether a population filter (segment, stage, channel) applies."""
+        return self.segment is not None or self.stage is not None or self.channel is not None
+
     @abstractmethod
     def to_query(self) -> str:
-        """The SQL computing this metric."""
+        """The SQL computing this metric from the raw events."""
+
+    def rollup_query(self, rollups: Rollups) -> str | None:
+        """The same result from the per-profile rollups (``lifeloop.analytics.rollups``), or None when they
+        cannot answer these parameters (default: never)."""
+        return None
+
+    def query(self, rollups: Rollups | None = None) -> str:
+        """The SQL to run: from the rollups when given and they answer these parameters, else raw events."""
+        sql = self.rollup_query(rollups) if rollups is not None else None
+        return sql if sql is not None else self.to_query()
 
     def finish(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Engine-independent post-processing of the query's rows (default: none)."""
@@ -249,15 +267,20 @@ class Metric(BaseModel):
         """How the console draws the result (ECharts series over ``columns``)."""
         return {"type": "table"}
 
-    def run(self, con: duckdb.DuckDBPyConnection) -> MetricResult:
-        """Build and execute the query on the analytics store, with timing spans."""
+    def run(self, con: duckdb.DuckDBPyConnection, *, use_rollups: bool = True) -> MetricResult:
+        """Build and execute the query on the analytics store, with timing spans (``use_rollups=False``:
+        always from the raw events)."""
+        from lifeloop.analytics.rollups import read_rollups, snapshot
+
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        sql = self.to_query()
-        timings["build"] = time.perf_counter() - started
-        started = time.perf_counter()
-        # Through Arrow, DATE columns stay ``datetime.date`` (``.df()`` would turn them into timestamps).
-        frame = con.sql(sql).to_arrow_table().to_pandas()
+        with snapshot(con):  # the coverage read and the query see the same store state
+            rollups = read_rollups(con, self.workspace_id) if use_rollups else None
+            sql = self.query(rollups)
+            timings["build"] = time.perf_counter() - started
+            started = time.perf_counter()
+            # Through Arrow, DATE columns stay ``datetime.date`` (``.df()`` would turn them into timestamps).
+            frame = con.sql(sql).to_arrow_table().to_pandas()
         timings["run"] = time.perf_counter() - started
         started = time.perf_counter()
         frame = self.finish(frame)

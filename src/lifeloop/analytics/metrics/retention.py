@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pandas as pd
 from pydantic import Field, field_validator
 
 from lifeloop.analytics.metrics.base import Metric, lit, shift
+
+if TYPE_CHECKING:
+    from lifeloop.analytics.rollups import Rollups
 
 Period = Literal["week", "month"]
 
@@ -25,6 +28,14 @@ def periods_between(earlier: str, later: str, period: Period) -> str:
     return (
         f"((EXTRACT(YEAR FROM {later}) - EXTRACT(YEAR FROM {earlier})) * 12"
         f" + EXTRACT(MONTH FROM {later}) - EXTRACT(MONTH FROM {earlier}))"
+    )
+
+
+def observed_from_rollups(workspace_id: int, as_of: date | None) -> str:
+    """``observed(last_day)``: ``as_of``, else the newest event's day as the rollups recorded it."""
+    return (
+        f"observed AS (SELECT COALESCE({lit(as_of)}, MAX(max_day)) AS last_day FROM rollup_state "
+        f"WHERE workspace_id = {lit(workspace_id)})"
     )
 
 
@@ -76,14 +87,38 @@ class Retention(Metric):
            {counts}
     FROM offsets GROUP BY first_day
 )""")
+        return self.with_(ctes, self._select())
+
+    def _select(self, where: str = "") -> str:
         rates = ", ".join(
             f"d{d}_users, CASE WHEN {shift('c.cohort', d)} <= o.last_day "
             f"THEN CAST(d{d}_users AS DOUBLE) / users END AS d{d}"
             for d in self.days
         )
-        return self.with_(
-            ctes, f"SELECT c.cohort, c.users, {rates} FROM cohorts c CROSS JOIN observed o ORDER BY cohort"
+        return (
+            f"SELECT c.cohort, c.users, {rates} FROM cohorts c CROSS JOIN observed o{where} ORDER BY cohort"
         )
+
+    def rollup_query(self, rollups: Rollups) -> str | None:
+        """From ``cohort_counts`` (day offsets), corrected for merges; not with population filters."""
+        if self.filtered:
+            return None
+        from lifeloop.analytics.rollups import cohort_counts_cte
+
+        ks = ", ".join(str(k) for k in (0, *self.days))
+        where = f"first_day BETWEEN {lit(self.start)} AND {lit(self.end)} AND k IN ({ks})"
+        ctes = cohort_counts_cte(self.workspace_id, "day", where)
+        counts = ",\n           ".join(
+            f"CAST(SUM(CASE WHEN k = {d} THEN users ELSE 0 END) AS BIGINT) AS d{d}_users" for d in self.days
+        )
+        ctes.append(f"""cohorts AS (
+    SELECT first_day AS cohort, CAST(SUM(CASE WHEN k = 0 THEN users ELSE 0 END) AS BIGINT) AS users,
+           {counts}
+    FROM counts GROUP BY first_day
+)""")
+        ctes.append(observed_from_rollups(self.workspace_id, self.as_of))
+        # a cohort emptied by merges (its users' first day moved) is no cohort, as in the raw query
+        return self.with_(ctes, self._select(" WHERE c.users > 0"))
 
     def chart(self, frame: pd.DataFrame) -> dict[str, Any]:
         return {"type": "line", "x": "cohort", "series": [f"d{d}" for d in self.days]}
@@ -135,6 +170,42 @@ FROM grid g CROSS JOIN observed o
 LEFT JOIN offsets x ON x.cohort = g.cohort AND x.k = g.k
 WHERE g.k <= {observed_k}
 GROUP BY g.cohort, g.k, g.users
+ORDER BY g.cohort, g.k""",
+        )
+
+    def rollup_query(self, rollups: Rollups) -> str | None:
+        """From ``cohort_counts`` (week / month offsets by first day), corrected for merges; not with
+        population filters."""
+        if self.filtered:
+            return None
+        from lifeloop.analytics.rollups import cohort_counts_cte
+
+        trunc = f"'{self.period}'"
+        where = f"first_day BETWEEN {lit(self.start)} AND {lit(self.end)} AND k < {self.periods}"
+        ctes = cohort_counts_cte(self.workspace_id, self.period, where)
+        ctes.append(observed_from_rollups(self.workspace_id, self.as_of))
+        cohort = f"CAST(DATE_TRUNC({trunc}, first_day) AS DATE)"
+        ctes.append(
+            f"cohort_k AS (SELECT {cohort} AS cohort, k, CAST(SUM(users) AS BIGINT) AS n FROM counts "
+            f"GROUP BY {cohort}, k)"
+        )
+        # every user is active in the period of their first day: offset 0 is the cohort's size
+        ctes.append("sizes AS (SELECT cohort, n AS users FROM cohort_k WHERE k = 0 AND n > 0)")
+        ctes.append(f"""grid AS (
+    SELECT s.cohort, s.users, n.k
+    FROM sizes s CROSS JOIN UNNEST(GENERATE_SERIES(0, {self.periods - 1})) AS n(k)
+)""")
+        observed_k = periods_between(
+            "g.cohort", f"CAST(DATE_TRUNC({trunc}, o.last_day) AS DATE)", self.period
+        )
+        return self.with_(
+            ctes,
+            f"""SELECT g.cohort, g.k AS period, g.users AS cohort_users,
+       COALESCE(x.n, 0) AS active_users,
+       CAST(COALESCE(x.n, 0) AS DOUBLE) / g.users AS rate
+FROM grid g CROSS JOIN observed o
+LEFT JOIN cohort_k x ON x.cohort = g.cohort AND x.k = g.k
+WHERE g.k <= {observed_k}
 ORDER BY g.cohort, g.k""",
         )
 
