@@ -154,13 +154,8 @@ class CohortRetention(Metric):
     FROM cohort c JOIN active a ON a.user_id = c.user_id AND a.period >= c.cohort
 )""")
         ctes.append("sizes AS (SELECT cohort, COUNT(*) AS users FROM cohort GROUP BY cohort)")
-        ctes.append(f"""grid AS (
-    SELECT s.cohort, s.users, n.k
-    FROM sizes s CROSS JOIN UNNEST(GENERATE_SERIES(0, {self.periods - 1})) AS n(k)
-)""")
-        observed_k = periods_between(
-            "g.cohort", f"CAST(DATE_TRUNC({trunc}, o.last_day) AS DATE)", self.period
-        )
+        ctes.append(self._grid())
+        observed_k = self._observed_k(trunc)
         return self.with_(
             ctes,
             f"""SELECT g.cohort, g.k AS period, g.users AS cohort_users,
@@ -172,6 +167,17 @@ WHERE g.k <= {observed_k}
 GROUP BY g.cohort, g.k, g.users
 ORDER BY g.cohort, g.k""",
         )
+
+    def _grid(self) -> str:
+        """Every (cohort, offset) to report, from the cohort sizes in ``sizes``."""
+        return f"""grid AS (
+    SELECT s.cohort, s.users, n.k
+    FROM sizes s CROSS JOIN UNNEST(GENERATE_SERIES(0, {self.periods - 1})) AS n(k)
+)"""
+
+    def _observed_k(self, trunc: str) -> str:
+        """The last offset of a cohort that has been observed (by ``observed.last_day``)."""
+        return periods_between("g.cohort", f"CAST(DATE_TRUNC({trunc}, o.last_day) AS DATE)", self.period)
 
     def rollup_query(self, rollups: Rollups) -> str | None:
         """From ``cohort_counts`` (week / month offsets by first day), corrected for merges; not with
@@ -191,13 +197,8 @@ ORDER BY g.cohort, g.k""",
         )
         # every user is active in the period of their first day: offset 0 is the cohort's size
         ctes.append("sizes AS (SELECT cohort, n AS users FROM cohort_k WHERE k = 0 AND n > 0)")
-        ctes.append(f"""grid AS (
-    SELECT s.cohort, s.users, n.k
-    FROM sizes s CROSS JOIN UNNEST(GENERATE_SERIES(0, {self.periods - 1})) AS n(k)
-)""")
-        observed_k = periods_between(
-            "g.cohort", f"CAST(DATE_TRUNC({trunc}, o.last_day) AS DATE)", self.period
-        )
+        ctes.append(self._grid())
+        observed_k = self._observed_k(trunc)
         return self.with_(
             ctes,
             f"""SELECT g.cohort, g.k AS period, g.users AS cohort_users,
