@@ -10,6 +10,7 @@ false and ``not`` of it true, exactly as in the evaluator. Values read from JSON
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -114,9 +115,10 @@ def compile_conditions(
 ) -> CompiledConditions:
     """Compile ``conditions`` for every live profile of the workspace (with an id in ``id_range``, inclusive).
 
-    Each distinct computed value (``first_seen``, ``count("X", within=…)``…) is one correlated subquery,
-    evaluated once per profile in a materialised CTE that the tests then read as columns: the ``mall``
-    stages name ``first_seen`` four times, and ``days_since`` reads its time twice.
+    Each distinct computed value (``first_seen``, ``count("X", within=…)``…) is one correlated subquery.
+    One that the conditions read more than once is evaluated once per profile in a materialised CTE and
+    read as a column (the ``mall`` stages name ``first_seen`` four times, and ``days_since`` reads its time
+    twice); one read once stays inline, where it costs less than the CTE's join.
     """
     compiler = _Compiler(workspace_id, now, dialect)
     live = [profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None)]
@@ -125,16 +127,18 @@ def compile_conditions(
     for condition in conditions:  # first pass: which values the conditions read
         compiler.condition(condition, None)
     source: FromClause = profiles
-    if compiler.shared:
-        values = [expr.label(name) for name, expr in compiler.shared.values()]
+    repeated = [key for key, count in compiler.uses.items() if count > 1]
+    if repeated:  # a value read once costs less inline than through the CTE's join
+        values = [compiler.shared[key][1].label(compiler.shared[key][0]) for key in repeated]
         shared = (
             select(profiles.c.id.label("profile_id"), *values)
             .where(*live)
             .cte("shared_values")
             .prefix_with("MATERIALIZED")  # not inlined: each subquery once per profile
         )
-        compiler.columns = shared.c
+        compiler.columns = {key: shared.c[compiler.shared[key][0]] for key in repeated}
         source = profiles.join(shared, shared.c.profile_id == profiles.c.id)
+    compiler.collecting = False
     tests = [compiler.condition(condition, None) for condition in conditions]
     return CompiledConditions(tests, source, live)
 
@@ -155,13 +159,16 @@ class _Compiler:
         self.ws, self.now, self.pg = workspace_id, now, dialect == "postgresql"
         self.json = JsonSql(workspace_id, postgresql=self.pg)
         self.shared: dict[str, tuple[str, Any]] = {}  # repr(value node) → (column name, subquery)
-        self.columns: Any = None  # the shared values' columns, once their CTE exists
+        self.uses: Counter[str] = Counter()  # how often the conditions read each value
+        self.collecting = True  # first pass: count the values; second: compile with the CTE's columns
+        self.columns: dict[str, Any] = {}  # the repeated values' CTE columns
 
-    def shared_value(self, node: Value, build: Callable[[], Any]) -> Any:
-        """A per-profile value: its subquery while the values are collected, then its CTE column."""
+    def shared_value(self, node: Value, build: Callable[[], Any], *, reads: int = 1) -> Any:
+        """A per-profile value: its CTE column when the conditions read it more than once, else inline."""
         key = repr(node)
-        if self.columns is not None:
-            return self.columns[self.shared[key][0]]
+        if not self.collecting:
+            return self.columns[key] if key in self.columns else build()
+        self.uses[key] += reads
         if key not in self.shared:
             self.shared[key] = (f"v{len(self.shared)}", build())
         return self.shared[key][1]
@@ -370,7 +377,9 @@ class _Compiler:
         """floor((now − t) / 24 h) op k, as a range on t: exact, and served by plain time comparisons."""
         if isinstance(node.time, Now):
             return const(True) if compare(op, 0, k) else const(False)
-        t = self.value(node.time, "time", None)
+        time_value = node.time
+        # read twice (present, then compared): through the CTE when shared
+        t = self.shared_value(time_value, lambda: self.per_profile(time_value), reads=2)
         low, high = (
             math.ceil(k),
             math.floor(k) + 1,
