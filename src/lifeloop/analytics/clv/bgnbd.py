@@ -63,16 +63,23 @@ class _Data:
     """Fit data arranged so each likelihood evaluation does as little elementwise work as possible.
 
     Special functions depend on the customer only through x, so they are evaluated once per distinct x;
-    the dropout term exists only for repeat buyers, so it is evaluated on that subset alone.
+    the terms in T alone once per distinct T; the dropout term exists only for repeat buyers, and is
+    evaluated once per distinct (x, t_x, T) of theirs, weighted by how many share it (customers summarised
+    in whole days or weeks share a great many).
     """
 
     def __init__(self, x: FloatArray, tx: FloatArray, T: FloatArray, weights: FloatArray) -> None:
-        self.T, self.w, self.wx = T, weights, weights * x
         self.x_unique, inverse = np.unique(x, return_inverse=True)
         self.w_by_x = np.bincount(inverse, weights=weights, minlength=self.x_unique.size)
+        self.T_unique, by_t = np.unique(T, return_inverse=True)
+        self.w_by_T = np.bincount(by_t, weights=weights, minlength=self.T_unique.size)
+        self.wx_by_T = np.bincount(by_t, weights=weights * x, minlength=self.T_unique.size)
         rep = (x > 0) & (weights > 0)
-        self.rep = rep
-        self.x_rep, self.tx_rep, self.w_rep = x[rep], tx[rep], weights[rep]
+        triples, by_triple = np.unique(
+            np.stack([x[rep], tx[rep], T[rep]], axis=1), axis=0, return_inverse=True
+        )
+        self.x_rep, self.tx_rep, self.T_rep = triples[:, 0], triples[:, 1], triples[:, 2]
+        self.w_rep = np.bincount(by_triple.ravel(), weights=weights[rep], minlength=len(triples))
         self.w_total = float(weights.sum())
 
 
@@ -85,10 +92,10 @@ def _neg_mean_loglik(theta: FloatArray, d: _Data) -> tuple[float, FloatArray]:
     """
     r, alpha, a, b = np.exp(theta)
     xu = d.x_unique
-    log_at = np.log(alpha + d.T)
-    inv_at = 1.0 / (alpha + d.T)
+    log_at = np.log(alpha + d.T_unique)
+    inv_at = 1.0 / (alpha + d.T_unique)
 
-    log_at_rep = log_at[d.rep]
+    log_at_rep = np.log(alpha + d.T_rep)
     log_gap = log_at_rep - np.log(alpha + d.tx_rep)  # ln((alpha + T) / (alpha + t_x)) >= 0
     rx_rep = r + d.x_rep
     b_xm1 = b + d.x_rep - 1.0
@@ -99,22 +106,24 @@ def _neg_mean_loglik(theta: FloatArray, d: _Data) -> tuple[float, FloatArray]:
     per_x = gammaln(r + xu) - gammaln(r) + r * np.log(alpha) + betaln(a, b + xu) - betaln(a, b)
     loglik = (
         dot(per_x, d.w_by_x)
-        - r * dot(log_at, d.w)
-        - dot(log_at, d.wx)
+        - r * dot(log_at, d.w_by_T)
+        - dot(log_at, d.wx_by_T)
         + dot(np.logaddexp(0.0, delta), d.w_rep)
     )
 
     psi_abx = digamma(a + b + xu)
     psi_ab = digamma(a + b)
     g_r = (
-        dot(digamma(r + xu) - digamma(r) + np.log(alpha), d.w_by_x) - dot(log_at, d.w) + dot(w_share, log_gap)
+        dot(digamma(r + xu) - digamma(r) + np.log(alpha), d.w_by_x)
+        - dot(log_at, d.w_by_T)
+        + dot(w_share, log_gap)
     )
     inv_atx_rep = 1.0 / (alpha + d.tx_rep)
     g_alpha = (
         r / alpha * d.w_total
-        - r * dot(inv_at, d.w)
-        - dot(inv_at, d.wx)
-        + dot(w_share, rx_rep * (inv_at[d.rep] - inv_atx_rep))
+        - r * dot(inv_at, d.w_by_T)
+        - dot(inv_at, d.wx_by_T)
+        + dot(w_share, rx_rep * (1.0 / (alpha + d.T_rep) - inv_atx_rep))
     )
     g_a = dot(psi_ab - psi_abx, d.w_by_x) + w_share.sum() / a
     g_b = dot(digamma(b + xu) - digamma(b) + psi_ab - psi_abx, d.w_by_x) - dot(w_share, 1.0 / b_xm1)
