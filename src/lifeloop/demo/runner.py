@@ -319,10 +319,12 @@ def _await_profiles(engine: Engine, slug: str, progress: Progress) -> None:
     workspace_id = workspace_id_of(engine, slug)
     total = left = count_pending(engine, workspace_id)
     task = progress.add_task("placing events on profiles", total=total, rate=0.0)
+    started = time.monotonic()
     while left:
         time.sleep(0.2)
         left = count_pending(engine, workspace_id)
-        progress.update(task, completed=total - left)
+        placed = total - left
+        progress.update(task, completed=placed, rate=placed / max(time.monotonic() - started, 1e-9))
 
 
 def _lookup(base_url: str, token: str, email: str) -> int | None:
