@@ -1,9 +1,10 @@
 """The batch path: rebuild a workspace's tags and segment memberships from the event log.
 
-Event tags come from one pass over the events the rules name; each tag rule and segment is then run
-as one SQL query (``matching_profiles``) in dependency order, so a definition reads the memberships
-written just before it. Only differences are written, each emitted like the real-time path would,
-so a recompute over a consistent workspace changes nothing. Rechecks are rebuilt per profile last.
+Event tags come from one grouped query per rule property over the events the rules name; each tag
+rule and segment is then run as one SQL query (``matching_profiles``) in dependency order, so a
+definition reads the memberships written just before it. Only differences are written (multi-row
+statements), each emitted like the real-time path would, so a recompute over a consistent workspace
+changes nothing. Rechecks are rebuilt last, in SQL, per range of profiles.
 """
 
 from __future__ import annotations
@@ -46,18 +47,10 @@ from lifeloop.lifecycle import service as lifecycle
 from lifeloop.lifecycle.models import lifecycle_rechecks
 from lifeloop.lifecycle.rechecks import recheck_candidates, store_rechecks
 from lifeloop.profiles.computed import raw_names
-from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect, transaction
 from lifeloop.store.locks import RESOLUTION, lock_workspace
 from lifeloop.store.rows import IN_CHUNK
 from lifeloop.store.schema import utcnow
-
-
-def _live_profiles(conn: Connection, workspace_id: int) -> list[int]:
-    query = select(profiles.c.id).where(
-        profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None)
-    )
-    return list(conn.execute(query.order_by(profiles.c.id)).scalars())
 
 
 def _event_tag_targets(
@@ -245,7 +238,7 @@ def rebuild_rechecks(
 ) -> None:
     """Every live profile's audience recheck, per range of ``chunk_size`` profile ids (a transaction each)."""
     with connect(engine) as conn:
-        live = _live_profiles(conn, workspace_id)
+        live = lifecycle.live_profiles(conn, workspace_id)
     for start in range(0, len(live), chunk_size):
         chunk = live[start : start + chunk_size]
 
@@ -273,7 +266,7 @@ def recompute_audience(
     def work(conn: Connection) -> list[Change]:
         lock_workspace(conn, RESOLUTION, workspace_id)  # no batch is placed while the audience is rebuilt
         audience = load(conn, workspace_id)
-        live = set(_live_profiles(conn, workspace_id))
+        live = set(lifecycle.live_profiles(conn, workspace_id))
         emits = Emits()
         changes = _drop_stale_tags(conn, workspace_id, audience, now, emits)
         if event_tags:

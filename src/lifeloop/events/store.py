@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -11,6 +11,7 @@ from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from lifeloop.events.messages import Message
 from lifeloop.events.models import events
+from lifeloop.store.schema import sqlite_time
 
 # Columns written by ingest, in order; profile_id stays NULL until the resolver places the event.
 _APPEND_COLUMNS = (
@@ -36,15 +37,6 @@ _APPEND_COLUMNS = (
 )
 # SQLite allows 32,766 bound values per statement; stay well under it.
 _SQLITE_ROWS_PER_STATEMENT = 800
-
-
-def _sqlite_time(value: datetime | None) -> str | None:
-    # The text form SQLAlchemy's SQLite DateTime writes and reads (naive UTC, always 6 digits of µs).
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def append_events(
@@ -98,7 +90,7 @@ def _append_sqlite(
 
     def text_of(value: datetime | None) -> str | None:
         if value not in times:
-            times[value] = _sqlite_time(value)
+            times[value] = None if value is None else sqlite_time(value)
         return times[value]
 
     for start in range(0, len(messages), _SQLITE_ROWS_PER_STATEMENT):

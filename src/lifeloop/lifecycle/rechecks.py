@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -67,7 +67,7 @@ from lifeloop.profiles.computed import (
     raw_names,
 )
 from lifeloop.profiles.models import profiles
-from lifeloop.store.schema import UTCDateTime
+from lifeloop.store.schema import UTCDateTime, sqlite_time
 
 DAY = timedelta(days=1)
 
@@ -193,7 +193,7 @@ class _Schedule:
         """A constant time, comparable with stored times (text on SQLite)."""
         if self.pg:
             return literal(moment, UTCDateTime())
-        return literal(moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), String())
+        return literal(sqlite_time(moment), String())
 
     def plus(self, moment: Any, seconds: Any) -> ColumnElement[Any]:
         if self.pg:

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Table, delete, insert
+
+from lifeloop.store.schema import sqlite_time
 
 _SQLITE_VARIABLES = 30_000  # SQLite allows 32,766 bound values per statement
 IN_CHUNK = 900  # values per IN list: bounded statements on both databases
 
 
 def _sqlite_value(value: Any) -> Any:
-    # The text SQLAlchemy's SQLite DateTime writes (naive UTC), so rows read back like any other.
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
+    # The text UTCDateTime keeps, so rows read back like any other.
+    return sqlite_time(value) if isinstance(value, datetime) else value
 
 
 def insert_rows(

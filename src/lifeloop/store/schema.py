@@ -47,6 +47,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def sqlite_time(value: datetime) -> str:
+    """The text ``UTCDateTime`` keeps on SQLite (naive UTC, always six digits of µs): for statements that
+    bypass SQLAlchemy's bind processing, and for comparing with stored times as text."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
