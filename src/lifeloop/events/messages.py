@@ -188,7 +188,7 @@ def parse_message(
     The hot path of ingest: valid input takes the cheap branches (field names in errors are built only
     when there is an error); every check and its order is what a client sees, so keep them.
     """
-    if type(raw) is not dict and not isinstance(raw, dict):
+    if not isinstance(raw, dict):
         raise InvalidInput(f"{prefix or 'body'} must be a JSON object", field=prefix.rstrip(".") or None)
     msg_type = forced_type or raw.get("type")
     if msg_type not in MESSAGE_TYPES:
@@ -226,13 +226,12 @@ def parse_message(
 
     if msg_type == "track":
         event = get("event")
-        if type(event) is not str or len(event) > MAX_ID_LENGTH or not event.strip():
-            if not isinstance(event, str) or not event.strip():
-                raise InvalidInput(f"{prefix}event is required for track calls", field=f"{prefix}event")
-            if len(event) > MAX_ID_LENGTH:
-                raise InvalidInput(
-                    f"{prefix}event is longer than {MAX_ID_LENGTH} characters", field=f"{prefix}event"
-                )
+        if not isinstance(event, str) or not event.strip():
+            raise InvalidInput(f"{prefix}event is required for track calls", field=f"{prefix}event")
+        if len(event) > MAX_ID_LENGTH:
+            raise InvalidInput(
+                f"{prefix}event is longer than {MAX_ID_LENGTH} characters", field=f"{prefix}event"
+            )
         msg.event = event
         msg.properties = _object_field(get("properties"), prefix, "properties") or {}
     elif msg_type == "page" or msg_type == "screen":
