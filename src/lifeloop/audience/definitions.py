@@ -4,7 +4,6 @@ order they are evaluated in (a definition after every definition its condition r
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +22,7 @@ from lifeloop.conditions.ast import (
     InStage,
     Sum,
     parse_duration,
+    walk,
 )
 from lifeloop.errors import Conflict, InvalidInput, NotFound
 from lifeloop.store.schema import utcnow
@@ -93,18 +93,6 @@ class Audience:
 
     def conditions(self) -> list[Condition]:
         return [d.condition for d in self.order]
-
-
-def walk(node: object) -> Iterator[object]:
-    """Every node of a condition tree (frozen dataclasses with slots all the way down)."""
-    yield node
-    for name in getattr(node, "__slots__", ()):
-        child = getattr(node, name, None)
-        if isinstance(child, list | tuple):
-            for item in child:
-                yield from walk(item)
-        elif child is not None and hasattr(child, "__slots__"):
-            yield from walk(child)
 
 
 def depends_on_time(condition: Condition) -> bool:

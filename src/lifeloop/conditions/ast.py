@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal as Lit
@@ -164,6 +165,18 @@ class Not:
 
 
 Condition = Compare | In | Contains | Exists | HasTag | InStage | InSegment | And | Or | Not | Literal
+
+
+def walk(node: object) -> Iterator[object]:
+    """Every node of a condition tree (frozen dataclasses with slots all the way down)."""
+    yield node
+    for name in getattr(node, "__slots__", ()):
+        child = getattr(node, name, None)
+        if isinstance(child, list | tuple):
+            for item in child:
+                yield from walk(item)
+        elif child is not None and hasattr(child, "__slots__"):
+            yield from walk(child)
 
 
 def static_type(value: Value) -> str:

@@ -42,7 +42,7 @@ from lifeloop.conditions.ast import (
     Value,
     parse_duration,
 )
-from lifeloop.profiles.computed import DAY
+from lifeloop.profiles.computed import DAY, EPOCH
 
 EventFilter = Callable[[Mapping[str, Any] | None], bool]
 
@@ -239,3 +239,10 @@ def _or_missing(value: datetime | None) -> Any:
 def iso_week(moment_day: int) -> int:
     """ISO week number since the epoch for a UTC day number (1970-01-01, day 0, was a Thursday)."""
     return (moment_day + 3) // 7
+
+
+def next_iso_week(now: datetime) -> datetime:
+    """The start (Monday 00:00 UTC) of the ISO week after the one holding ``now``."""
+    days = (now - EPOCH) // DAY
+    monday = days - (days + 3) % 7  # 1970-01-01 was a Thursday
+    return EPOCH + (monday + 7) * DAY

@@ -16,7 +16,7 @@ re-evaluated and stays); one that is late would delay a change, so every bound e
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,12 +52,13 @@ from lifeloop.conditions.ast import (
     Selector,
     Sum,
     parse_duration,
+    walk,
 )
+from lifeloop.conditions.evaluator import next_iso_week
 from lifeloop.conditions.views import matches
 from lifeloop.events.models import events
 from lifeloop.lifecycle.models import lifecycle_rechecks
 from lifeloop.profiles.computed import (
-    EPOCH,
     bucket_names,
     computed_event_days,
     computed_event_times,
@@ -72,22 +73,10 @@ from lifeloop.store.schema import UTCDateTime, sqlite_time
 DAY = timedelta(days=1)
 
 
-def _nodes(node: object) -> Iterator[object]:
-    """Every node of a condition tree (dataclasses all the way down)."""
-    yield node
-    for name in getattr(node, "__slots__", ()):
-        child = getattr(node, name, None)
-        if isinstance(child, list | tuple):
-            for item in child:
-                yield from _nodes(item)
-        elif child is not None and hasattr(child, "__slots__"):
-            yield from _nodes(child)
-
-
 @functools.lru_cache(maxsize=256)
-def _all_nodes(conditions: tuple[Condition, ...]) -> tuple[object, ...]:
+def _allwalk(conditions: tuple[Condition, ...]) -> tuple[object, ...]:
     """The nodes of a model's conditions; the same few models are walked for every profile."""
-    return tuple(node for condition in conditions for node in _nodes(condition))
+    return tuple(node for condition in conditions for node in walk(condition))
 
 
 def _time_of(view: ProfileView, node: object) -> datetime | None:
@@ -114,12 +103,6 @@ def _recent_events(
     return [(event_name(r.type, r.event), r.timestamp) for r in conn.execute(query)]
 
 
-def _next_iso_week(now: datetime) -> datetime:
-    days = (now - EPOCH) // DAY
-    monday = days - (days + 3) % 7  # 1970-01-01 was a Thursday
-    return EPOCH + (monday + 7) * DAY
-
-
 def next_recheck(
     conditions: Iterable[Condition],
     view: ProfileView,
@@ -130,7 +113,7 @@ def next_recheck(
     """The earliest moment after ``view.now`` at which any of ``conditions`` could change by time alone."""
     now = view.now
     moments: list[datetime] = []
-    nodes = _all_nodes(tuple(conditions))
+    nodes = _allwalk(tuple(conditions))
     windows = [
         w
         for n in nodes
@@ -159,7 +142,7 @@ def next_recheck(
         elif isinstance(node, ActiveWeeks):
             last = view.seen("last_interaction")
             if last is not None and last > now - (node.weeks + 1) * 7 * DAY:
-                moments.append(_next_iso_week(now))
+                moments.append(next_iso_week(now))
     ahead = [m for m in moments if m > now]
     return min(ahead) if ahead else None
 
@@ -296,7 +279,7 @@ class _Schedule:
     def week_boundary(self, weeks: int) -> list[Select[Any]]:
         t = self.time(_SEEN["last_interaction"])
         recent = self.now - (weeks + 1) * 7 * DAY
-        boundary = self.at(_next_iso_week(self.now))
+        boundary = self.at(next_iso_week(self.now))
         return [select(self.times.c.profile_id, boundary).where(t > self.at(recent))]
 
 
@@ -321,7 +304,7 @@ def recheck_candidates(
     windows: dict[tuple[Selector, timedelta], None] = {}  # ordered, without repeats
     weeks: set[int] = set()
     for condition in conditions:
-        for node in _nodes(condition):
+        for node in walk(condition):
             if isinstance(node, Compare):
                 for side, other in ((node.left, node.right), (node.right, node.left)):
                     if not isinstance(side, DaysSince):

@@ -1,0 +1,268 @@
+"""A workspace in DuckDB for batch evaluation: the analytics copy of its events, plus what is not copied.
+
+The analytics store (``lifeloop.analytics``) keeps a columnar copy of every resolved event, synced
+incrementally. A ``Workspace`` opens it and adds, as temporary relations of that one connection, what a
+batch evaluation needs beyond the copy, read from the operational database at that moment:
+
+- ``ev``: the copy's events and the *tail* — resolved events after the copy's cursor (a sync not yet
+  run, events still settling on PostgreSQL, the stage events a recompute has just written) — each on the
+  profile that survives merges (``profiles.merged_into``, chains followed);
+- ``live``: the profiles that were not merged away;
+- ``profile_traits``, ``profile_tags``, ``profile_stages``, ``profile_segments``: only when a condition
+  reads them (``ColumnarPlan.reads``), and only the tags, stages and segments it names.
+
+So an evaluation sees exactly what the SQL back end would see in the operational database, and costs a
+scan of columns instead of a query per profile. ``conditions.columnar`` compiles the conditions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+import orjson
+import pandas as pd
+from sqlalchemy import Connection, Engine, Select, String, cast, func, select, type_coerce
+
+from lifeloop.analytics.store import open_store
+from lifeloop.audience.models import profile_tags, segment_members, segments
+from lifeloop.conditions.ast import Condition, HasTag, InSegment, InStage, walk
+from lifeloop.conditions.columnar import ColumnarPlan, event_name_sql, interaction_sql
+from lifeloop.events.models import events
+from lifeloop.lifecycle.models import profile_stages
+from lifeloop.profiles.models import profiles
+from lifeloop.store.engine import connect
+
+
+def json_text(conn: Connection, column: Any) -> Any:
+    """A JSON column as its text, without decoding it in Python."""
+    return type_coerce(column, String) if conn.dialect.name == "sqlite" else cast(column, String)
+
+
+def time_value(conn: Connection, column: Any) -> Any:
+    """A time column as the database gives it (text on SQLite: cast in DuckDB, not parsed in Python)."""
+    return type_coerce(column, String) if conn.dialect.name == "sqlite" else column
+
+
+def _naive_utc(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    return value
+
+
+class Workspace:
+    """One workspace's events and state in a DuckDB connection (use as a context manager)."""
+
+    def __init__(self, engine: Engine, workspace_id: int, path: str | Path, *, now: datetime):
+        self.engine, self.workspace_id, self.path, self.now = engine, workspace_id, path, now
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self._log_end: int | None = None  # the newest event id ``ev`` holds
+        self._values: tuple[str, ...] | None = None  # the aggregates ``agg`` holds
+
+    def __enter__(self) -> Workspace:
+        self.con = open_store(self.path)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    @property
+    def db(self) -> duckdb.DuckDBPyConnection:
+        assert self.con is not None, "use Workspace as a context manager"
+        return self.con
+
+    # --- inputs -----------------------------------------------------------------------------------
+    @contextmanager
+    def reading(self, conn: Connection | None) -> Iterator[Connection]:
+        """``conn`` when given (a transaction whose own writes must be seen), else a fresh connection."""
+        if conn is not None:
+            yield conn
+            return
+        with connect(self.engine) as fresh:
+            yield fresh
+
+    def load(self, name: str, frame: pd.DataFrame, types: dict[str, str]) -> None:
+        """Replace the temporary table ``name`` by ``frame`` with its columns cast to ``types``."""
+        if frame.empty:
+            frame = pd.DataFrame({column: pd.Series([], dtype="object") for column in types})
+        self.db.register("_frame", frame)
+        columns = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in types.items())
+        self.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {columns} FROM _frame")
+        self.db.unregister("_frame")
+
+    def load_query(
+        self, name: str, query: Select[Any], types: dict[str, str], conn: Connection | None = None
+    ) -> None:
+        """Replace the temporary table ``name`` by the rows of ``query`` on the operational database (times
+        as naive UTC)."""
+        with self.reading(conn) as reader:
+            rows = [tuple(_naive_utc(v) for v in r) for r in reader.execute(query)]
+        self.load(name, pd.DataFrame.from_records(rows, columns=list(types)), types)
+
+    def refresh(self, conn: Connection | None = None) -> None:
+        """(Re)build ``live`` and ``ev`` when the event log has grown since they were read."""
+        with self.reading(conn) as reader:
+            found = reader.execute(
+                select(func.max(events.c.id)).where(events.c.workspace_id == self.workspace_id)
+            ).scalar()
+            end = int(found or 0)
+            if end != self._log_end:
+                self._read_log(reader, end)
+
+    def _read_log(self, conn: Connection, end: int) -> None:
+        ws = self.workspace_id
+        rows = self.db.execute(
+            "SELECT cursor FROM sync_state WHERE workspace_id = ? AND stream = 'events'", [ws]
+        ).fetchall()
+        cursor = int(rows[0][0] or 0) if rows else 0
+        e, p = events.c, profiles.c
+        tail = conn.execute(
+            select(e.profile_id, e.type, e.event, e.timestamp, e.properties).where(
+                e.workspace_id == ws, e.id > cursor, e.profile_id.is_not(None)
+            )
+        ).all()
+        merged: dict[int, int] = {
+            loser: winner
+            for loser, winner in conn.execute(
+                select(p.id, p.merged_into).where(p.workspace_id == ws, p.merged_into.is_not(None))
+            )
+        }
+        live = conn.execute(select(p.id).where(p.workspace_id == ws, p.merged_into.is_(None))).scalars().all()
+        self.load("live", pd.DataFrame({"pid": live}), {"pid": "BIGINT"})
+        self.load(
+            "survivors",
+            pd.DataFrame(_survivors(merged), columns=["pid", "canonical"]),
+            {"pid": "BIGINT", "canonical": "BIGINT"},
+        )
+        self.load(
+            "ev_tail",
+            pd.DataFrame(
+                [
+                    (pid, kind, event, _naive_utc(at), orjson.dumps(props).decode() if props else None)
+                    for pid, kind, event, at, props in tail
+                ],
+                columns=["pid", "type", "event", "ts", "props"],
+            ),
+            {"pid": "BIGINT", "type": "VARCHAR", "event": "VARCHAR", "ts": "TIMESTAMP", "props": "VARCHAR"},
+        )
+        # The copy's ``event`` is already the analytics name (track name, Page/Screen Viewed, else the type);
+        # event_name_sql maps both it and the tail's raw name to the conditions' name.
+        name = event_name_sql("type", "event")
+        canonical = "coalesce(s.canonical, e.pid)" if merged else "e.pid"
+        join = "LEFT JOIN survivors s ON s.pid = e.pid" if merged else ""
+        self.db.execute(
+            f"""
+            CREATE OR REPLACE TEMP VIEW ev AS
+            SELECT {canonical} AS pid, name, {interaction_sql("type", "name")} AS interaction, ts, props
+            FROM (
+                SELECT profile_id AS pid, type, {name} AS name, ts, properties AS props
+                FROM events WHERE workspace_id = {ws} AND id <= {cursor}
+                UNION ALL
+                SELECT pid, type, {name} AS name, ts, props FROM ev_tail
+            ) e {join}
+            """
+        )
+        self._log_end, self._values = end, None
+
+    def load_state(
+        self, plan: ColumnarPlan, conditions: Iterable[Any], conn: Connection | None = None
+    ) -> None:
+        """The traits, tags, stages and segment memberships the compiled conditions read, as they are now."""
+        nodes = [n for c in conditions for n in walk(c)]
+        ws = self.workspace_id
+        with self.reading(conn) as conn:
+            if "traits" in plan.reads:
+                p = profiles.c
+                query = select(p.id, json_text(conn, p.traits)).where(
+                    p.workspace_id == ws, p.merged_into.is_(None)
+                )
+                self.load_query("profile_traits", query, {"pid": "BIGINT", "doc": "VARCHAR"}, conn)
+            if "tags" in plan.reads:
+                t = profile_tags.c
+                names = sorted({n.tag for n in nodes if isinstance(n, HasTag)})
+                query = select(t.profile_id, t.tag, time_value(conn, t.expires_at)).where(
+                    t.workspace_id == ws, t.tag.in_(names)
+                )
+                types = {"pid": "BIGINT", "tag": "VARCHAR", "expires_at": "TIMESTAMP"}
+                self.load_query("profile_tags", query, types, conn)
+            if "stages" in plan.reads:
+                s = profile_stages.c
+                names = sorted({n.stage for n in nodes if isinstance(n, InStage)})
+                query = select(s.profile_id, s.model, s.stage).where(s.workspace_id == ws, s.stage.in_(names))
+                types = {"pid": "BIGINT", "model": "VARCHAR", "stage": "VARCHAR"}
+                self.load_query("profile_stages", query, types, conn)
+            if "segments" in plan.reads:
+                m, g = segment_members.c, segments.c
+                names = sorted({n.key for n in nodes if isinstance(n, InSegment)})
+                query = (
+                    select(m.profile_id, g.key)
+                    .select_from(
+                        segment_members.join(
+                            segments, (g.workspace_id == m.workspace_id) & (g.id == m.segment_id)
+                        )
+                    )
+                    .where(m.workspace_id == ws, g.key.in_(names))
+                )
+                self.load_query("profile_segments", query, {"pid": "BIGINT", "key": "VARCHAR"}, conn)
+
+    # --- evaluation -------------------------------------------------------------------------------
+    def values(self, plan: ColumnarPlan, conn: Connection | None = None) -> None:
+        """Materialise ``agg`` (every value ``plan`` reads, per profile) unless it already holds them."""
+        self.refresh(conn)
+        wanted = tuple(aggregate for _column, aggregate in plan.aggregates.values())
+        if self._values == wanted:
+            return
+        self.db.execute(f"CREATE OR REPLACE TEMP TABLE agg AS {plan.values_query()}")
+        self._values = wanted
+
+    def evaluate(
+        self, name: str, plan: ColumnarPlan, columns: dict[str, str], conn: Connection | None = None
+    ) -> None:
+        """Create the temporary table ``name``: every live profile's ``pid`` and ``columns`` (SQL over
+        ``agg``, ``traits`` and the state relations, as ``plan`` compiled them)."""
+        self.values(plan, conn)
+        selected = "".join(f", {expression} AS {column}" for column, expression in columns.items())
+        traits = "LEFT JOIN profile_traits traits ON traits.pid = p.pid" if "traits" in plan.reads else ""
+        self.db.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE {name} AS
+            SELECT p.pid{selected} FROM live p LEFT JOIN agg ON agg.pid = p.pid {traits}
+            """
+        )
+
+    def matching(
+        self, condition: Condition, *, plan: ColumnarPlan | None = None, conn: Connection | None = None
+    ) -> list[int]:
+        """Ids of the live profiles satisfying ``condition``, ascending (``conditions.matching_profiles``).
+        Conditions compiled into one shared ``plan`` share its values, computed once."""
+        plan = plan or ColumnarPlan(self.now)
+        test = plan.test(condition)
+        self.load_state(plan, [condition], conn)
+        self.evaluate("matched", plan, {"hit": test}, conn)
+        return self.ids("SELECT pid FROM matched WHERE hit ORDER BY pid")
+
+    def ids(self, sql: str, parameters: Sequence[Any] = ()) -> list[int]:
+        """The first column of ``sql`` as Python ints."""
+        column = self.db.execute(sql, list(parameters)).fetchnumpy()
+        return [int(v) for v in next(iter(column.values()))] if column else []
+
+
+def _survivors(merged: dict[int, int]) -> list[tuple[int, int]]:
+    """Each merged-away profile and the live one it ended in (merges of merge winners chain)."""
+    out = []
+    for loser in merged:
+        survivor, seen = merged[loser], {loser}
+        while survivor in merged and survivor not in seen:
+            seen.add(survivor)
+            survivor = merged[survivor]
+        out.append((loser, survivor))
+    return out

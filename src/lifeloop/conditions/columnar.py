@@ -1,0 +1,378 @@
+"""The columnar back end: compile conditions to DuckDB SQL over a flat event relation, for every profile.
+
+Where ``conditions.sql`` runs one correlated subquery per value and profile on the operational database,
+this compiler turns every value the conditions read (``first_seen``, ``count("X", within=…)``…) into one
+``FILTER`` aggregate of a single ``GROUP BY pid`` over the events, so a million profiles cost one columnar
+scan of their events. The tests are then plain expressions over that row of values, with the same
+semantics as the other back ends (docs/conditions.md): a missing value makes a comparison false and ``not``
+of it true (every test is ``coalesce(…, false)``), values read from JSON are typed by ``json_type`` before
+they are compared, ``within`` keeps events later than ``now − window``, and ``days_since`` counts whole
+24-hour periods.
+
+The relations it reads (``lifeloop.columnar`` provides them):
+
+- ``ev``: one row per event of the workspace — ``pid`` (the surviving profile), ``name`` (the name
+  conditions use, ``profiles.computed.event_name``), ``interaction``, ``ts`` (UTC) and ``props`` (JSON);
+- ``profile_traits(pid, doc)``, ``profile_tags(pid, tag, expires_at)``, ``profile_stages(pid, model,
+  stage)``, ``profile_segments(pid, key)``: read only when a condition needs them.
+
+Recheck moments — when a condition could change with no new event — are compiled the same way, exactly
+as the real-time path computes them (``lifecycle.rechecks.next_recheck``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from lifeloop.conditions.ast import (
+    ActiveDays,
+    ActiveWeeks,
+    And,
+    Compare,
+    Condition,
+    Contains,
+    Count,
+    DaysSince,
+    EventTime,
+    Exists,
+    HasTag,
+    In,
+    InSegment,
+    InStage,
+    Interaction,
+    Literal,
+    Not,
+    Now,
+    Or,
+    PropertyRef,
+    Seen,
+    Selector,
+    Sum,
+    TraitRef,
+    Value,
+    parse_duration,
+    static_type,
+    walk,
+)
+from lifeloop.conditions.evaluator import compare, iso_week, next_iso_week, since
+from lifeloop.profiles.computed import (
+    DAY,
+    INTERACTION_TYPES,
+    MAX_NAME,
+    NON_INTERACTION_EVENTS,
+    day_start,
+    epoch_day,
+)
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+_SEEN = {
+    "first_seen": ("first", None),
+    "last_seen": ("last", None),
+    "first_interaction": ("first", Interaction()),
+    "last_interaction": ("last", Interaction()),
+}
+_JSON_KINDS = {
+    "number": ("BIGINT", "UBIGINT", "HUGEINT", "DOUBLE"),
+    "string": ("VARCHAR",),
+    "bool": ("BOOLEAN",),
+}
+TRUE, FALSE = "TRUE", "FALSE"
+
+
+def text(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def timestamp(moment: datetime) -> str:
+    """A TIMESTAMP literal of ``moment`` in UTC (DuckDB's copy keeps UTC times without a zone)."""
+    return f"TIMESTAMP '{moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=' ')}'"
+
+
+def interval(span: timedelta) -> str:
+    return f"to_microseconds({(span // timedelta(microseconds=1))}::BIGINT)"
+
+
+def event_name_sql(type_column: str, event_column: str) -> str:
+    """``profiles.computed.event_name`` in SQL: the name conditions give an event of a raw type/event."""
+    return (
+        f"CASE {type_column} WHEN 'track' THEN left(coalesce({event_column}, ''), {MAX_NAME}) "
+        f"WHEN 'page' THEN 'Page Viewed' WHEN 'screen' THEN 'Screen Viewed' ELSE '$' || {type_column} END"
+    )
+
+
+def interaction_sql(type_column: str, name_column: str) -> str:
+    """``profiles.computed.is_interaction_name`` of an event's name, for the interactive message types."""
+    own = ", ".join(text(n) for n in sorted(NON_INTERACTION_EVENTS))
+    types = ", ".join(text(t) for t in INTERACTION_TYPES)
+    user_named = f"NOT starts_with({name_column}, '$') AND {name_column} NOT IN ({own})"
+    return f"({type_column} IN ({types}) AND {user_named})"
+
+
+def _selects(selector: Selector | None) -> str:
+    if selector is None:
+        return TRUE
+    if isinstance(selector, Interaction):
+        return "interaction"
+    return f"name = {text(selector)}"
+
+
+def _path(path: Sequence[str], suffix: str = "") -> str:
+    """A JSON path of object keys (never array indexes, like SQLite's ``$."k"``), then ``suffix``."""
+    keys = "".join('."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"' for key in path)
+    return text("$" + keys + suffix)
+
+
+class ColumnarPlan:
+    """Conditions compiled together: ``test(c)`` is a boolean expression over a profile ``p.pid`` and its
+    values ``agg`` (``values_query()``, left-joined on ``pid``).
+
+    ``aggregates`` collects one aggregate per distinct value the tests read; ``values_query()`` is the
+    ``GROUP BY pid`` over ``ev`` that computes them all in one scan. Profiles with no events have no row
+    there: counts and sums read as 0 and times as NULL (missing), as in the other back ends.
+    """
+
+    def __init__(self, now: datetime):
+        self.now = now.astimezone(UTC)
+        self.aggregates: dict[str, tuple[str, str]] = {}  # repr(value) → (column, aggregate SQL)
+        self.reads: set[str] = set()  # the state relations the tests read: traits, tags, stages, segments
+
+    # --- the values -------------------------------------------------------------------------------
+    def _column(self, key: str, aggregate: str) -> str:
+        if key not in self.aggregates:
+            self.aggregates[key] = (f"v{len(self.aggregates)}", aggregate)
+        return "agg." + self.aggregates[key][0]
+
+    def values_query(self) -> str:
+        """``SELECT pid, v0, v1, … FROM ev GROUP BY pid`` (just ``pid`` when the tests read no value)."""
+        columns = "".join(f", {aggregate} AS {column}" for column, aggregate in self.aggregates.values())
+        return f"SELECT pid{columns} FROM ev GROUP BY pid"
+
+    def _filter(self, *tests: str) -> str:
+        kept = [t for t in tests if t != TRUE]
+        return f" FILTER (WHERE {' AND '.join(kept)})" if kept else ""
+
+    def _after(self, moment: datetime | None) -> str:
+        return TRUE if moment is None else f"ts > {timestamp(moment)}"
+
+    def _time(self, edge: str, selector: Selector | None) -> str:
+        function = "min" if edge == "first" else "max"
+        key = repr(("time", edge, selector))
+        return self._column(key, f"{function}(ts){self._filter(_selects(selector))}")
+
+    def _amount(self, node: Count | Sum) -> str:
+        start = since(self.now, node.within)
+        where = TRUE if node.where is None else self.condition(node.where)
+        tests = self._filter(_selects(node.selector), self._after(start), where)
+        if isinstance(node, Count):
+            aggregate = f"count(*){tests}"
+        elif len(node.property) > MAX_NAME:  # never kept as an amount (profiles.computed.numeric_properties)
+            aggregate = "0.0"
+        else:
+            aggregate = f"coalesce(sum({self._as_kind('props', (node.property,), 'number')}){tests}, 0.0)"
+        return f"coalesce({self._column(repr(node), aggregate)}, 0)"
+
+    def _active_days(self, node: ActiveDays) -> str:
+        tests = self._filter("interaction", self._after(since(self.now, node.within)))
+        return f"coalesce({self._column(repr(node), f'count(DISTINCT CAST(ts AS DATE)){tests}')}, 0)"
+
+    def _active_weeks(self, node: ActiveWeeks) -> str:
+        this_week = iso_week(epoch_day(self.now))
+        # Week w holds days 7w − 3 … 7w + 3 (day 0, 1970-01-01, was a Thursday); weeks start on Mondays.
+        first, last = (this_week - node.weeks + 1) * 7 - 3, this_week * 7 + 3
+        window = f"ts >= {timestamp(day_start(first))} AND ts < {timestamp(day_start(last + 1))}"
+        aggregate = f"count(DISTINCT date_trunc('week', ts)){self._filter('interaction', window)}"
+        return f"coalesce({self._column(repr(node), aggregate)}, 0)"
+
+    def value(self, node: Value, kind: str) -> str:
+        match node:
+            case Literal(value):
+                if isinstance(value, bool):
+                    return TRUE if value else FALSE
+                if isinstance(value, str):
+                    return text(value)
+                return repr(float(value))
+            case TraitRef(path):
+                self.reads.add("traits")
+                return self._as_kind("traits.doc", path, kind)
+            case PropertyRef(path):
+                return self._as_kind("props", path, kind)
+            case Now():
+                return timestamp(self.now)
+            case Seen(which):
+                return self._time(*_SEEN[which])
+            case EventTime(which, selector):
+                return self._time(which, selector)
+            case Count() | Sum():
+                return self._amount(node)
+            case ActiveDays():
+                return self._active_days(node)
+            case ActiveWeeks():
+                return self._active_weeks(node)
+        raise TypeError(f"cannot compile {node!r} here")
+
+    # --- JSON -------------------------------------------------------------------------------------
+    @staticmethod
+    def _kind(document: str, path: Sequence[str]) -> str:
+        return f"json_type({document}, {_path(path)})"
+
+    def _as_kind(self, document: str, path: Sequence[str], kind: str) -> str:
+        """The value at ``path`` as ``kind`` (number, string, bool); NULL when missing or of another kind."""
+        kinds = ", ".join(text(k) for k in _JSON_KINDS[kind])
+        extracted = f"json_extract_string({document}, {_path(path)})"
+        if kind == "number":
+            extracted = f"CAST({extracted} AS DOUBLE)"
+        elif kind == "bool":
+            extracted = f"({extracted} = 'true')"
+        return f"(CASE WHEN {self._kind(document, path)} IN ({kinds}) THEN {extracted} END)"
+
+    def _document(self, ref: TraitRef | PropertyRef) -> str:
+        if isinstance(ref, TraitRef):
+            self.reads.add("traits")
+            return "traits.doc"
+        return "props"
+
+    def _contains(self, ref: TraitRef | PropertyRef, item: object) -> str:
+        document = self._document(ref)
+        kind = self._kind(document, ref.path)
+        if isinstance(item, bool):
+            element = f"json_type(x) = 'BOOLEAN' AND json_extract_string(x, '$') = {text(str(item).lower())}"
+            in_string = FALSE
+        elif isinstance(item, str):
+            element = f"json_type(x) = 'VARCHAR' AND json_extract_string(x, '$') = {text(item)}"
+            in_string = f"contains(json_extract_string({document}, {_path(ref.path)}), {text(item)})"
+        else:
+            numbers = ", ".join(text(k) for k in _JSON_KINDS["number"])
+            element = (
+                f"json_type(x) IN ({numbers}) AND CAST(json_extract_string(x, '$') AS DOUBLE) = {item!r}"
+            )
+            in_string = FALSE
+        elements = f"json_extract({document}, {_path(ref.path, '[*]')})"
+        in_array = f"len(list_filter({elements}, lambda x: {element})) > 0"
+        return f"(CASE {kind} WHEN 'VARCHAR' THEN {in_string} WHEN 'ARRAY' THEN {in_array} ELSE FALSE END)"
+
+    # --- conditions -------------------------------------------------------------------------------
+    def test(self, condition: Condition) -> str:
+        """A boolean expression (never NULL) over ``p.pid``, ``agg`` (``values_query``), ``traits.doc``
+        and the state relations."""
+        return self.condition(condition)
+
+    def condition(self, node: Condition) -> str:
+        match node:
+            case And(items):
+                return "(" + " AND ".join(self.condition(i) for i in items) + ")"
+            case Or(items):
+                return "(" + " OR ".join(self.condition(i) for i in items) + ")"
+            case Not(item):
+                return f"(NOT {self.condition(item)})"
+            case Literal(value):
+                return TRUE if value else FALSE
+            case Compare(op, left, right):
+                return self._truth(self.compare(op, left, right))
+            case In(value, options):
+                return (
+                    "("
+                    + " OR ".join([FALSE, *(self._truth(self.compare("==", value, o)) for o in options)])
+                    + ")"
+                )
+            case Contains(value, item):
+                return self._truth(self._contains(value, item.value))
+            case Exists(ref):
+                return self._truth(f"{self._kind(self._document(ref), ref.path)} <> 'NULL'")
+            case HasTag(tag):
+                self.reads.add("tags")
+                live = f"(expires_at IS NULL OR expires_at > {timestamp(self.now)})"
+                return f"(p.pid IN (SELECT pid FROM profile_tags WHERE tag = {text(tag)} AND {live}))"
+            case InStage(model, stage):
+                self.reads.add("stages")
+                of_model = "" if model is None else f" AND model = {text(model)}"
+                return f"(p.pid IN (SELECT pid FROM profile_stages WHERE stage = {text(stage)}{of_model}))"
+            case InSegment(key):
+                self.reads.add("segments")
+                return f"(p.pid IN (SELECT pid FROM profile_segments WHERE key = {text(key)}))"
+        raise TypeError(f"not a condition: {node!r}")
+
+    @staticmethod
+    def _truth(expression: str) -> str:
+        return f"coalesce({expression}, FALSE)"
+
+    def compare(self, op: str, left: Value, right: Value) -> str:
+        if isinstance(right, DaysSince):
+            left, right, op = right, left, _FLIP[op]
+        if isinstance(left, DaysSince):
+            assert isinstance(right, Literal)
+            return self._days_since(op, left, right.value)  # type: ignore[arg-type]
+        if isinstance(left, Literal) and isinstance(right, Literal):
+            return TRUE if compare(op, left.value, right.value) else FALSE
+        lt, rt = static_type(left), static_type(right)
+        kind = rt if lt == "dynamic" else lt
+        if "dynamic" not in (lt, rt) and lt != rt:  # values of different kinds are never equal or ordered
+            return FALSE
+        a, b = self.value(left, kind), self.value(right, kind)
+        return f"({a} {'=' if op == '==' else '<>' if op == '!=' else op} {b})"
+
+    def _days_since(self, op: str, node: DaysSince, k: float) -> str:
+        """floor((now − t) / 24 h) op k, as a range on t (as ``conditions.sql`` does)."""
+        if isinstance(node.time, Now):
+            return TRUE if compare(op, 0, k) else FALSE
+        t = self.value(node.time, "time")
+        low, high = math.ceil(k), math.floor(k) + 1
+
+        def at_least(days: int) -> str:  # (now − t) >= days × 24 h ⟺ t <= now − days
+            try:
+                bound = self.now - days * DAY
+            except OverflowError:
+                return FALSE if days > 0 else TRUE
+            return f"{t} <= {timestamp(bound)}"
+
+        match op:
+            case ">=":
+                test = at_least(low)
+            case ">":
+                test = at_least(high)
+            case "<=":
+                test = f"NOT ({at_least(high)})"
+            case "<":
+                test = f"NOT ({at_least(low)})"
+            case "==":
+                test = f"({at_least(low)}) AND NOT ({at_least(low + 1)})" if k == low else FALSE
+            case _:  # "!=": present and not equal
+                test = f"NOT (({at_least(low)}) AND NOT ({at_least(low + 1)}))" if k == low else TRUE
+        return f"({t} IS NOT NULL AND {test})"
+
+    # --- recheck moments --------------------------------------------------------------------------
+    def recheck(self, conditions: Iterable[Condition]) -> str:
+        """The earliest moment after now at which one of ``conditions`` could change by time alone, or NULL:
+        ``lifecycle.rechecks.next_recheck`` for every profile at once."""
+        now = timestamp(self.now)
+        moments: list[str] = []
+        for condition in conditions:
+            for node in walk(condition):
+                if isinstance(node, Compare):
+                    for side, other in ((node.left, node.right), (node.right, node.left)):
+                        if not isinstance(side, DaysSince) or not isinstance(side.time, Seen | EventTime):
+                            continue
+                        if isinstance(other, Literal) and isinstance(other.value, int | float):
+                            t = self.value(side.time, "time")
+                            threshold = max(0, int(other.value))
+                            moments += [f"{t} + {interval(n * DAY)}" for n in (threshold, threshold + 1)]
+                elif isinstance(node, Count | Sum | ActiveDays) and node.within:
+                    window = parse_duration(node.within)
+                    if window is None:
+                        continue
+                    selector = Interaction() if isinstance(node, ActiveDays) else node.selector
+                    tests = self._filter(_selects(selector), self._after(self.now - window))
+                    oldest = self._column(repr(("oldest", selector, window)), f"min(ts){tests}")
+                    moments.append(f"{oldest} + {interval(window)}")
+                elif isinstance(node, ActiveWeeks):
+                    last = self._time("last", Interaction())
+                    recent = timestamp(self.now - (node.weeks + 1) * 7 * DAY)
+                    moments.append(
+                        f"CASE WHEN {last} > {recent} THEN {timestamp(next_iso_week(self.now))} END"
+                    )
+        if not moments:
+            return "NULL::TIMESTAMP"
+        ahead = ", ".join(f"CASE WHEN {m} > {now} THEN {m} END" for m in dict.fromkeys(moments))
+        return f"least({ahead})"
