@@ -9,11 +9,14 @@ from the log by the database equal the ones real time gave event by event.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
+from lifeloop.analytics.sync import sync
 from lifeloop.audience import batch, definitions
-from lifeloop.audience.models import audience_rechecks, profile_tags
+from lifeloop.audience.models import audience_rechecks, profile_tags, segment_members
 from lifeloop.audience.service import _View, schedule
 from lifeloop.audience.state import load_members, load_tags
 from lifeloop.lifecycle import service as lifecycle
@@ -25,7 +28,7 @@ SEGMENTS = {
     # a window over raw events and buckets, a threshold on a time, a stage, a tag and another segment
     "buyers": 'count("Order Completed", within="10d") >= 1',
     "quiet_followers": 'count("Channel Followed") >= 1 and days_since(last_interaction) >= 5',
-    "habit_vips": 'in_stage("habit") or has_tag("vip")',
+    "habit_vips": 'in_stage("habit") or has_tag("vip") or has_tag("booker")',
     "lapsed_buyers": 'not in_segment("buyers") and sum("Order Completed", "revenue") > 100',
 }
 
@@ -78,3 +81,56 @@ def test_batch_rechecks_and_event_tags_match_the_per_profile_path(engine: sa.Eng
     for pid, at in exact.items():
         assert now < in_batch[pid] <= at, (pid, in_batch[pid], at)
         assert at - in_batch[pid] < timedelta(days=1), (pid, in_batch[pid], at)
+
+
+def audience_state(engine: sa.Engine, workspace_id: int) -> tuple[set[Any], set[Any]]:
+    """Every tag (with its kind and expiry) and every segment membership of the workspace."""
+    t, m = profile_tags.c, segment_members.c
+    with engine.connect() as conn:
+        tags = conn.execute(
+            sa.select(t.profile_id, t.tag, t.kind, t.expires_at).where(t.workspace_id == workspace_id)
+        )
+        members = conn.execute(sa.select(m.profile_id, m.segment_id).where(m.workspace_id == workspace_id))
+        return set(map(tuple, tags)), set(map(tuple, members))
+
+
+def test_columnar_recompute_matches_the_sql_and_per_profile_paths(
+    engine: sa.Engine, brand: Brand, tmp_path: Path
+) -> None:
+    ws, copy = brand.workspace_id, tmp_path / "analytics.duckdb"
+    raws = histories(seed=4, users=40, base=utcnow())
+    send(engine, brand, raws[: len(raws) // 2])
+    sync(engine, copy, workspace_id=ws)  # half the events copied, the rest read as the copy's tail
+    send(engine, brand, raws[len(raws) // 2 :])
+    install(engine, ws, "custom")
+    with engine.begin() as conn:  # installed after the events: the recompute places everyone
+        for key in definitions.PRESET_KEYS:
+            definitions.install_preset(conn, ws, key)
+        # A rule tag that a segment reads, with a where= filter on properties and a window.
+        booker = 'count("Page Viewed", where=property.category == "booking") >= 1'
+        booker += ' and active_days(within="30d") >= 1'
+        definitions.put_tag_rule(conn, ws, "booker", booker)
+        for key, condition in SEGMENTS.items():
+            definitions.create_segment(conn, ws, key, key, condition)
+
+    now = utcnow() + timedelta(days=3, hours=5)
+    lifecycle.recompute(engine, ws, now=now, properties=False, analytics_path=copy)
+    changes = batch.recompute_audience(engine, ws, now=now, chunk_size=7, analytics_path=copy)
+    assert {c.kind for c in changes} == {"tag", "segment"}
+    state, in_columnar = audience_state(engine, ws), audience_rechecks_of(engine, ws)
+    assert any(kind == "rule" for _, _, kind, _ in state[0]) and state[1]
+
+    # The SQL batch path finds nothing to change, nor does a second columnar run.
+    assert batch.recompute_audience(engine, ws, now=now, event_tags=False) == []
+    assert batch.recompute_audience(engine, ws, now=now, analytics_path=copy) == []
+    assert audience_state(engine, ws) == state
+    assert audience_rechecks_of(engine, ws) == in_columnar
+
+    with engine.begin() as conn:  # the per-profile schedule gives the very same moments
+        audience = definitions.load(conn, ws)
+        live = lifecycle.live_profiles(conn, ws)
+        tags, members = load_tags(conn, ws, live), load_members(conn, ws, live)
+        for pid in live:
+            view = _View(conn, ws, pid, now=now, tags=tags[pid], members=members[pid])
+            schedule(conn, ws, audience, view, tags[pid])
+    assert in_columnar and audience_rechecks_of(engine, ws) == in_columnar

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, or_, select, update
+from sqlalchemy import Connection, Engine, case, func, literal, or_, select, update
 
+from lifeloop.analytics.sync import sync
 from lifeloop.audience.definitions import (
     SEGMENT,
     TAG_RULE,
@@ -38,18 +40,21 @@ from lifeloop.audience.state import (
     set_memberships,
     tag_values,
 )
+from lifeloop.columnar import Workspace, time_value
 from lifeloop.conditions import matching_profiles
 from lifeloop.conditions.ast import InStage
+from lifeloop.conditions.columnar import ColumnarPlan, timestamp
 from lifeloop.conditions.evaluator import lookup
 from lifeloop.conditions.sql_json import Json, JsonSql
 from lifeloop.events.models import events
 from lifeloop.lifecycle import service as lifecycle
+from lifeloop.lifecycle.columnar import RECHECK_TYPES, aware
 from lifeloop.lifecycle.models import lifecycle_rechecks
 from lifeloop.lifecycle.rechecks import recheck_candidates, store_rechecks
 from lifeloop.profiles.computed import raw_names
 from lifeloop.store.engine import connect, transaction
 from lifeloop.store.locks import RESOLUTION, lock_workspace
-from lifeloop.store.rows import IN_CHUNK
+from lifeloop.store.rows import IN_CHUNK, delete_in, insert_rows
 from lifeloop.store.schema import utcnow
 
 
@@ -153,10 +158,22 @@ def _drop_stale_tags(
 
 
 def apply_definition(
-    conn: Connection, workspace_id: int, definition: Definition, *, now: datetime, reason: str, emits: Emits
+    conn: Connection,
+    workspace_id: int,
+    definition: Definition,
+    *,
+    now: datetime,
+    reason: str,
+    emits: Emits,
+    columnar: Workspace | None = None,
+    plan: ColumnarPlan | None = None,
 ) -> list[Change]:
-    """Write one tag rule's holders or one segment's members as its SQL query finds them."""
-    matching = set(matching_profiles(conn, workspace_id, definition.condition, now=now))
+    """Write one tag rule's holders or one segment's members as its query finds them: SQL on the
+    operational database, or DuckDB on ``columnar`` (with the values of a shared ``plan``)."""
+    if columnar is not None:
+        matching = set(columnar.matching(definition.condition, plan=plan, conn=conn))
+    else:
+        matching = set(matching_profiles(conn, workspace_id, definition.condition, now=now))
     key = definition.key
     if definition.kind == TAG_RULE:
         t = profile_tags.c
@@ -258,10 +275,27 @@ def recompute_audience(
     on_progress: Callable[[int, int], None] | None = None,
     chunk_size: int = 20_000,
     event_tags: bool = True,
+    analytics_path: str | Path | None = None,
 ) -> list[Change]:
     """Rebuild event tags (unless ``event_tags`` is False), expiries, rule tags and segments of a
-    workspace; returns what changed."""
+    workspace; returns what changed. With ``analytics_path``, rule tags, segments and rechecks are
+    evaluated on the columnar copy of the events in that analytics store (synced first)."""
     now = now or utcnow()
+    if analytics_path is not None:
+        sync(engine, analytics_path, workspace_id=workspace_id)
+        with Workspace(engine, workspace_id, analytics_path, now=now) as columnar:
+            changes = _rebuild(engine, workspace_id, now=now, event_tags=event_tags, columnar=columnar)
+            _columnar_rechecks(engine, columnar, chunk_size=chunk_size, on_progress=on_progress)
+        return changes
+    changes = _rebuild(engine, workspace_id, now=now, event_tags=event_tags)
+    rebuild_rechecks(engine, workspace_id, now=now, chunk_size=chunk_size, on_progress=on_progress)
+    return changes
+
+
+def _rebuild(
+    engine: Engine, workspace_id: int, *, now: datetime, event_tags: bool, columnar: Workspace | None = None
+) -> list[Change]:
+    """Stale and event tags, then every tag rule and segment in dependency order, in one transaction."""
 
     def work(conn: Connection) -> list[Change]:
         lock_workspace(conn, RESOLUTION, workspace_id)  # no batch is placed while the audience is rebuilt
@@ -273,21 +307,93 @@ def recompute_audience(
             changes += _rebuild_event_tags(conn, workspace_id, audience, live, now, emits)
         restage = _stages_read_tags(conn, workspace_id)
         restaged = False
+        plan = ColumnarPlan(now) if columnar is not None else None
+        for definition in audience.order if plan is not None else ():
+            plan.test(definition.condition)  # every definition's values, computed in one scan
         for definition in audience.order:
             if definition.kind == SEGMENT and restage and not restaged:
                 _restage(conn, workspace_id, changes, now)
                 restaged = True
             changes += apply_definition(
-                conn, workspace_id, definition, now=now, reason="recompute", emits=emits
+                conn,
+                workspace_id,
+                definition,
+                now=now,
+                reason="recompute",
+                emits=emits,
+                columnar=columnar,
+                plan=plan,
             )
         if restage and not restaged:
             _restage(conn, workspace_id, changes, now)
         emits.flush(conn, workspace_id)
         return changes
 
-    changes = transaction(engine, work)
-    rebuild_rechecks(engine, workspace_id, now=now, chunk_size=chunk_size, on_progress=on_progress)
-    return changes
+    return transaction(engine, work)
+
+
+def _columnar_rechecks(
+    engine: Engine,
+    columnar: Workspace,
+    *,
+    chunk_size: int,
+    on_progress: Callable[[int, int], None] | None,
+) -> None:
+    """``_write_rechecks`` for every live profile on the columnar copy: the conditions' moments in DuckDB,
+    with the tag expiries and (when a condition reads a stage) the lifecycle rechecks read from the
+    operational database; only the rechecks that differ from the stored ones are written."""
+    ws, now = columnar.workspace_id, columnar.now
+    with connect(engine) as conn:
+        audience = load(conn, ws)
+        conditions = audience.conditions()
+        plan = ColumnarPlan(now)
+        columnar.evaluate("audience_targets", plan, {"recheck_at": plan.recheck(conditions)}, conn)
+        t, r, a = profile_tags.c, lifecycle_rechecks.c, audience_rechecks.c
+        expiry = time_value(conn, func.min(t.expires_at))
+        columnar.load_query(
+            "tag_expiries",
+            select(t.profile_id, expiry)
+            .where(t.workspace_id == ws, t.expires_at > now)
+            .group_by(t.profile_id),
+            RECHECK_TYPES,
+            conn,
+        )
+        staged = any(uses(c, InStage) for c in conditions)
+        stage_rechecks = select(r.profile_id, time_value(conn, r.recheck_at)).where(r.workspace_id == ws)
+        columnar.load_query("stage_rechecks", stage_rechecks.where(literal(staged)), RECHECK_TYPES, conn)
+        stored = select(a.profile_id, time_value(conn, a.recheck_at)).where(a.workspace_id == ws)
+        columnar.load_query("current_rechecks", stored, RECHECK_TYPES, conn)
+    soonest = timestamp(now + LIFECYCLE_LAG)
+    rows = columnar.db.execute(
+        f"""
+        WITH staged AS (
+            SELECT pid, min(greatest(recheck_at, {soonest})) AS moment FROM stage_rechecks GROUP BY pid
+        ), target AS (
+            SELECT t.pid, least(t.recheck_at, x.recheck_at, s.moment) AS moment
+            FROM audience_targets t
+            LEFT JOIN tag_expiries x ON x.pid = t.pid
+            LEFT JOIN staged s ON s.pid = t.pid
+        )
+        SELECT coalesce(target.pid, c.pid), target.moment
+        FROM (SELECT pid, moment FROM target WHERE moment IS NOT NULL) target
+        FULL JOIN current_rechecks c ON c.pid = target.pid
+        WHERE target.moment IS DISTINCT FROM c.recheck_at
+        ORDER BY 1
+        """
+    ).fetchall()
+    if on_progress is not None and not rows:
+        on_progress(0, 0)
+    for start in range(0, len(rows), chunk_size):
+        chunk = rows[start : start + chunk_size]
+
+        def work(conn: Connection, chunk: list[Any] = chunk) -> None:
+            delete_in(conn, audience_rechecks, "profile_id", [pid for pid, _ in chunk], a.workspace_id == ws)
+            times = [(ws, pid, aware(at)) for pid, at in chunk if at is not None]
+            insert_rows(conn, audience_rechecks, ("workspace_id", "profile_id", "recheck_at"), times)
+
+        transaction(engine, work)
+        if on_progress is not None:
+            on_progress(len(chunk), len(rows))
 
 
 def _restage(conn: Connection, workspace_id: int, changes: list[Change], now: datetime) -> None:
