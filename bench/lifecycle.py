@@ -24,7 +24,6 @@ Writes bench/results/lifecycle.json and prints a summary.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -37,8 +36,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
+from sqlalchemy import select
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -46,12 +47,14 @@ try:
 except ImportError:  # a checkout without the package installed
     sys.path.insert(0, str(ROOT / "src"))
 
+from lifeloop.analytics.sync import sync  # noqa: E402
 from lifeloop.config import Settings  # noqa: E402
 from lifeloop.events import store as event_store  # noqa: E402
 from lifeloop.events.messages import Message  # noqa: E402
 from lifeloop.lifecycle import service as lifecycle  # noqa: E402
 from lifeloop.profiles import computed  # noqa: E402
 from lifeloop.profiles.resolver import resolve_batch  # noqa: E402
+from lifeloop.recompute import recompute_workspace  # noqa: E402
 from lifeloop.store.engine import connect, create_store_engine, transaction  # noqa: E402
 from lifeloop.store.migrate import upgrade  # noqa: E402
 from lifeloop.workspaces.service import create_workspace  # noqa: E402
@@ -193,14 +196,59 @@ def pandas_mall(frame: pd.DataFrame, now: datetime) -> pd.Series:
     return stage.mask((days_first >= 91) & (days_last >= 30), "declining")
 
 
+def pandas_audience(frame: pd.DataFrame, now: datetime) -> dict[str, set[int]]:
+    """The `wecom` vip rule tag and the two bench segments (SEGMENTS) over an events frame: holders."""
+    now_us = int((now - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * US)
+    kind, event, ts = frame["type"], frame["event"], frame["ts"]
+    own = event.str.startswith("$", na=False) | event.isin(NON_INTERACTION)
+    interaction = kind.isin(("page", "screen")) | ((kind == "track") & ~own)
+    orders = frame.loc[(kind == "track") & (event == "Order Completed")]
+    # sum("Order Completed", "revenue", within="365d") >= 2000 or count(interaction, within="30d") >= 20
+    yearly = orders.loc[orders["ts"] > now_us - 365 * DAY_US]
+    revenue = yearly["properties"].map(lambda text: _number(json.loads(text).get("revenue")) if text else 0.0)
+    spend = revenue.groupby(yearly["profile"]).sum()
+    active = frame.loc[interaction & (ts > now_us - 30 * DAY_US)].groupby("profile").size()
+    vip = set(spend.index[spend >= 2000]) | set(active.index[active >= 20])
+    # recent_buyers: count("Order Completed", within="30d") >= 1
+    recent = set(orders.loc[orders["ts"] > now_us - 30 * DAY_US, "profile"].unique())
+    # silent_followers: count("Channel Followed") >= 1 and days_since(last_interaction) >= 30
+    followers = set(frame.loc[(kind == "track") & (event == "Channel Followed"), "profile"].unique())
+    last = frame.loc[interaction].groupby("profile")["ts"].max()
+    silent = set(last.index[(now_us - last) // DAY_US >= 30])
+    return {"vip": vip, "recent_buyers": recent, "silent_followers": followers & silent}
+
+
+def _number(value: Any) -> float:
+    """A top-level number that sum() adds up (booleans are not numbers)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
 def read_events_from_store(path: Path) -> pd.DataFrame:
     with sqlite3.connect(path) as raw:
         frame = pd.read_sql_query(
-            "SELECT profile_id AS profile, type, event, timestamp FROM events WHERE profile_id IS NOT NULL",
+            "SELECT profile_id AS profile, type, event, timestamp, properties FROM events "
+            "WHERE profile_id IS NOT NULL",
             raw,
         )
     frame["ts"] = pd.to_datetime(frame.pop("timestamp")).dt.as_unit("us").astype("int64")
     return frame
+
+
+def lifeloop_audience(engine: Any, ws: int) -> dict[str, set[int]]:
+    """The holders of the vip tag and the members of the two segments, as the store holds them."""
+    from lifeloop.audience.models import profile_tags, segment_members, segments
+
+    t, m, g = profile_tags.c, segment_members.c, segments.c
+    with connect(engine) as conn:
+        found = {
+            "vip": set(
+                conn.execute(select(t.profile_id).where(t.workspace_id == ws, t.tag == "vip")).scalars()
+            )
+        }
+        for key in SEGMENTS:
+            members = select(m.profile_id).join_from(segment_members, segments, g.id == m.segment_id)
+            found[key] = set(conn.execute(members.where(m.workspace_id == ws, g.key == key)).scalars())
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -210,32 +258,22 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - started
 
 
-def audience_recompute() -> Callable[..., Any] | None:
-    """``recompute_audience`` of the tags and segments package, if this checkout has it."""
-    for name in ("lifeloop.audience.batch", "lifeloop.audience.service"):
-        try:
-            found = getattr(importlib.import_module(name), "recompute_audience", None)
-        except ImportError:
-            continue
-        if found is not None:
-            return found
-    return None
+SEGMENTS = {
+    "recent_buyers": 'count("Order Completed", within="30d") >= 1',
+    "silent_followers": 'count("Channel Followed") >= 1 and days_since(last_interaction) >= 30',
+}
 
 
 def install_audience(engine: Any, ws: int) -> list[str]:
     """The seed presets' event tags (line) and VIP rule tag (wecom), and two segments."""
     from lifeloop.audience import definitions
 
-    segments = {
-        "recent_buyers": 'count("Order Completed", within="30d") >= 1',
-        "silent_followers": 'count("Channel Followed") >= 1 and days_since(last_interaction) >= 30',
-    }
     with engine.begin() as conn:
         for key in definitions.PRESET_KEYS:
             definitions.install_preset(conn, ws, key)
-        for key, condition in segments.items():
+        for key, condition in SEGMENTS.items():
             definitions.create_segment(conn, ws, key, key.replace("_", " "), condition)
-    return [*definitions.PRESET_KEYS, *segments]
+    return [*definitions.PRESET_KEYS, *SEGMENTS]
 
 
 def stream(engine: Any, ws: int, users: int, count: int, seed: int = 11) -> dict[str, float]:
@@ -277,9 +315,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON results")
     parser.add_argument("--keep", type=Path, help="keep the store in this file (default: a temp dir)")
     parser.add_argument("--skip-store-read", action="store_true", help="skip pandas reading from the store")
-    parser.add_argument(
-        "--audience", action=argparse.BooleanOptionalAction, default=True, help="tags/segments"
-    )
+    parser.add_argument("--sql", action="store_true", help="also time the SQL engine's re-evaluation")
     args = parser.parse_args()
 
     out: dict[str, Any] = {
@@ -288,86 +324,87 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version,
+            "duckdb": duckdb.__version__,
         },
         "preset": "mall",
+        "audience": ["line event tags", "wecom vip rule tag", *SEGMENTS],
         "now": NOW.isoformat(),
     }
     tmp = tempfile.TemporaryDirectory(prefix="lifeloop-bench-")
     path = args.keep or Path(tmp.name) / "lifeloop.db"
+    copy = path.with_suffix(".duckdb")
+    copy.unlink(missing_ok=True)
     frame, gen_s = timed(lambda: generate(args.users, args.events))
     (engine, ws), load_s = timed(lambda: load(path, frame, args.users))
     out["data"] = {"profiles": args.users, "events": len(frame), "generate_s": gen_s, "load_s": load_s}
     print(f"generated {len(frame):,} events, {args.users:,} profiles ({gen_s:.1f}s); loaded in {load_s:.1f}s")
-
-    with engine.begin() as conn:
-        lifecycle.install_preset(conn, ws, "mall")
+    report, copy_s = timed(lambda: sync(engine, copy, workspace_id=ws, chunk_size=100_000))
+    out["analytics_copy"] = {"events": report.events, "seconds": copy_s}
+    print(
+        f"analytics copy of {report.events:,} events (the worker keeps it current as events arrive): "
+        f"{copy_s:.1f}s"
+    )
 
     # pandas first, on the same events the store holds (the recompute adds lifeloop's own events).
-    expected, pandas_s = timed(lambda: pandas_mall(frame, NOW))
+    expected, pandas_stages_s = timed(lambda: pandas_mall(frame, NOW))
+    expected_audience, pandas_audience_s = timed(lambda: pandas_audience(frame, NOW))
     expected_counts = {k: int(v) for k, v in expected.value_counts().items()}
-    out["pandas"] = {"in_memory_s": pandas_s}
+    pandas_s = pandas_stages_s + pandas_audience_s
+    out["pandas"] = {"in_memory_s": pandas_s, "stages_s": pandas_stages_s, "audience_s": pandas_audience_s}
     if not args.skip_store_read:
         from_store, read_s = timed(lambda: read_events_from_store(path))
         again, again_s = timed(lambda: pandas_mall(from_store, NOW))
+        audience_again, audience_again_s = timed(lambda: pandas_audience(from_store, NOW))
         assert {k: int(v) for k, v in again.value_counts().items()} == expected_counts
-        out["pandas"] |= {"read_from_store_s": read_s, "with_store_read_s": read_s + again_s}
-        del from_store, again
-    print(f"pandas: {pandas_s:.2f}s in memory", out["pandas"])
+        assert audience_again == expected_audience
+        out["pandas"] |= {
+            "read_from_store_s": read_s,
+            "with_store_read_s": read_s + again_s + audience_again_s,
+        }
+        del from_store, again, audience_again
+    print("pandas:", {k: round(v, 2) for k, v in out["pandas"].items()})
 
-    cold: dict[str, float] = {}
-    changes, cold_s = timed(lambda: lifecycle.recompute(engine, ws, now=NOW, timings=cold))
+    with engine.begin() as conn:
+        lifecycle.install_preset(conn, ws, "mall")
+    out["audience_definitions"] = install_audience(engine, ws)
+
+    def run(name: str, **options: Any) -> dict[str, Any]:
+        """``lifeloop recompute`` (stages, then tags and segments), timed."""
+        done, seconds = timed(lambda: recompute_workspace(engine, ws, now=NOW, **options))
+        result = {
+            "seconds": seconds,
+            "phases_s": done.seconds,
+            "stage_changes": len(done.stage_changes),
+            "audience_changes": len(done.audience_changes),
+        }
+        print(f"{name}: {seconds:.2f}s", {k: v for k, v in result.items() if k != "seconds"})
+        return result
+
+    columnar = {"analytics_path": copy}
+    sql: dict[str, Any] = {"analytics_path": None}
+    # First time: every profile enters a stage; event tags are built from the log, every tag and
+    # membership is written and announced.
+    out["columnar_first"] = run(
+        "first recompute (columnar, event tags from the log)", properties=True, **columnar
+    )
     with connect(engine) as conn:
         counts = {k: v for k, v in lifecycle.stage_distribution(conn, ws).items() if v}
     assert counts == expected_counts, (counts, expected_counts)
+    assert lifeloop_audience(engine, ws) == expected_audience
     out["stages"] = counts
-    out["recompute_cold"] = {"seconds": cold_s, "changes": len(changes), "phases_s": cold}
-    print(f"recompute (every profile enters a stage): {cold_s:.2f}s, {len(changes):,} changes", counts)
-    print("  phases:", {k: round(v, 2) for k, v in cold.items()})
-    del changes
-
-    steady: dict[str, float] = {}
-    changes, steady_s = timed(lambda: lifecycle.recompute(engine, ws, now=NOW, timings=steady))
-    assert changes == []
-    out["recompute_steady"] = {"seconds": steady_s, "changes": 0, "phases_s": steady}
-    print(f"recompute from the log (steady state, no change): {steady_s:.2f}s")
-    print("  phases:", {k: round(v, 2) for k, v in steady.items()})
-
-    # What a changed model needs: stages from the computed properties ingest keeps current.
-    evaluate: dict[str, float] = {}
-    changes, evaluate_s = timed(
-        lambda: lifecycle.recompute(engine, ws, now=NOW, timings=evaluate, properties=False)
-    )
-    assert changes == []
-    out["evaluate_steady"] = {"seconds": evaluate_s, "changes": 0, "phases_s": evaluate}
-    print(f"stages re-evaluated (no change): {evaluate_s:.2f}s", evaluate)
-
-    audience = audience_recompute()
-    audience_s = audience_log_s = 0.0
-    if audience is not None and args.audience:
-        out["audience_definitions"] = install_audience(engine, ws)
-        changed, out["audience_cold_s"] = timed(lambda: audience(engine, ws, now=NOW))
-        out["audience_cold_changes"] = len(changed)
-        print(f"tags and segments, first time: {out['audience_cold_s']:.2f}s, {len(changed):,} changes")
-        changed, audience_log_s = timed(lambda: audience(engine, ws, now=NOW))
-        assert changed == []
-        changed, audience_s = timed(lambda: audience(engine, ws, now=NOW, event_tags=False))
-        assert changed == []
-        out["audience_steady"] = {"from_log_s": audience_log_s, "evaluate_s": audience_s}
-        print(
-            f"tags and segments (no change): {audience_log_s:.2f}s with event tags from the log, "
-            f"{audience_s:.2f}s rule tags and segments only"
-        )
-    else:
-        print("tags and segments: skipped (--no-audience)")
-
-    out["total_evaluate_s"] = evaluate_s + audience_s
-    out["total_from_log_s"] = steady_s + audience_log_s
-    for name in ("evaluate", "from_log"):
-        total = out[f"total_{name}_s"]
-        out[f"speedup_{name}_vs_pandas_in_memory"] = pandas_s / total
-        if "with_store_read_s" in out["pandas"]:
-            out[f"speedup_{name}_vs_pandas_with_store_read"] = out["pandas"]["with_store_read_s"] / total
-    print({k: round(v, 3) for k, v in out.items() if k.startswith(("total_", "speedup_"))})
+    out["audience_sizes"] = {k: len(v) for k, v in expected_audience.items()}
+    # Steady state: the headline. Stages, rule tags and segments re-evaluated for every profile, on the
+    # computed properties and event tags that ingest maintains; nothing to change, nothing written.
+    _, out["copy_of_first_writes_s"] = timed(lambda: sync(engine, copy, workspace_id=ws, chunk_size=100_000))
+    out["columnar"] = run("recompute (columnar, no change)", from_log=False, **columnar)
+    assert out["columnar"]["stage_changes"] == out["columnar"]["audience_changes"] == 0
+    if args.sql:
+        out["sql"] = run("recompute (sql, no change)", from_log=False, **sql)
+    total = out["columnar"]["seconds"]
+    out["speedup_vs_pandas_in_memory"] = pandas_s / total
+    if "with_store_read_s" in out["pandas"]:
+        out["speedup_vs_pandas_with_store_read"] = out["pandas"]["with_store_read_s"] / total
+    print({k: round(v, 2) for k, v in out.items() if k.startswith("speedup_")})
     if args.stream:
         out["realtime"] = stream(engine, ws, args.users, args.stream)
         print("real-time resolve per single event:", {k: round(v, 2) for k, v in out["realtime"].items()})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -16,7 +19,17 @@ class CliResult:
 
 
 def run_cli(args: list[str], database_url: str, **env: str) -> CliResult:
-    environment = {**os.environ, "LIFELOOP_DATABASE_URL": database_url, "COLUMNS": "200", **env}
+    """``lifeloop *args`` on ``database_url``; its analytics store (unless ``env`` names one) is a file of
+    that database's own, so tests never share one."""
+    analytics = Path(tempfile.gettempdir()) / "lifeloop-test-analytics"
+    analytics /= hashlib.sha1(database_url.encode()).hexdigest() + ".duckdb"
+    environment = {
+        **os.environ,
+        "LIFELOOP_DATABASE_URL": database_url,
+        "LIFELOOP_ANALYTICS_PATH": str(analytics),
+        "COLUMNS": "200",
+        **env,
+    }
     done = subprocess.run(
         [sys.executable, "-m", "lifeloop.cli", *args],
         capture_output=True,

@@ -61,6 +61,9 @@ class Workspace:
     def __init__(self, engine: Engine, workspace_id: int, path: str | Path, *, now: datetime):
         self.engine, self.workspace_id, self.path, self.now = engine, workspace_id, path, now
         self.con: duckdb.DuckDBPyConnection | None = None
+        # One plan for every condition evaluated here: values shared between conditions (and between
+        # stages, tags and segments) are computed once, in one scan of the events.
+        self.plan = ColumnarPlan(now)
         self._log_end: int | None = None  # the newest event id ``ev`` holds
         self._values: tuple[str, ...] | None = None  # the aggregates ``agg`` holds
 
@@ -105,8 +108,16 @@ class Workspace:
         """Replace the temporary table ``name`` by the rows of ``query`` on the operational database (times
         as naive UTC)."""
         with self.reading(conn) as reader:
-            rows = [tuple(_naive_utc(v) for v in r) for r in reader.execute(query)]
-        self.load(name, pd.DataFrame.from_records(rows, columns=list(types)), types)
+            result = reader.execute(query)
+            # The driver's tuples as they are: SQLAlchemy's per-value result processing would cost more
+            # than the read (times are text on SQLite, cast by DuckDB; aware datetimes on PostgreSQL).
+            rows = result.cursor.fetchall() if result.cursor is not None else []
+            result.close()
+        frame = pd.DataFrame.from_records(rows, columns=list(types))
+        for column in frame.columns:
+            if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+                frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
+        self.load(name, frame, types)
 
     def refresh(self, conn: Connection | None = None) -> None:
         """(Re)build ``live`` and ``ev`` when the event log has grown since they were read."""
@@ -155,19 +166,22 @@ class Workspace:
             {"pid": "BIGINT", "type": "VARCHAR", "event": "VARCHAR", "ts": "TIMESTAMP", "props": "VARCHAR"},
         )
         # The copy's ``event`` is already the analytics name (track name, Page/Screen Viewed, else the type);
-        # event_name_sql maps both it and the tail's raw name to the conditions' name.
+        # event_name_sql maps both it and the tail's raw name to the conditions' name. The copy's
+        # ``interactive`` is the conditions' interaction (the same own events; names are at most 255
+        # characters): read, not recomputed per row.
         name = event_name_sql("type", "event")
         canonical = "coalesce(s.canonical, e.pid)" if merged else "e.pid"
         join = "LEFT JOIN survivors s ON s.pid = e.pid" if merged else ""
         self.db.execute(
             f"""
             CREATE OR REPLACE TEMP VIEW ev AS
-            SELECT {canonical} AS pid, name, {interaction_sql("type", "name")} AS interaction, ts, props
+            SELECT {canonical} AS pid, name, interaction, ts, props
             FROM (
-                SELECT profile_id AS pid, type, {name} AS name, ts, properties AS props
+                SELECT profile_id AS pid, {name} AS name, interactive AS interaction, ts, properties AS props
                 FROM events WHERE workspace_id = {ws} AND id <= {cursor}
                 UNION ALL
-                SELECT pid, type, {name} AS name, ts, props FROM ev_tail
+                SELECT pid, name, {interaction_sql("type", "name")}, ts, props
+                FROM (SELECT pid, type, {name} AS name, ts, props FROM ev_tail)
             ) e {join}
             """
         )
@@ -244,7 +258,7 @@ class Workspace:
     ) -> list[int]:
         """Ids of the live profiles satisfying ``condition``, ascending (``conditions.matching_profiles``).
         Conditions compiled into one shared ``plan`` share its values, computed once."""
-        plan = plan or ColumnarPlan(self.now)
+        plan = plan or self.plan
         test = plan.test(condition)
         self.load_state(plan, [condition], conn)
         self.evaluate("matched", plan, {"hit": test}, conn)

@@ -181,3 +181,8 @@ def test_cli_tags_and_segments(
     recomputed = run_cli(["recompute", "-w", "acme"], url)
     assert recomputed.exit_code == 0, recomputed.output
     assert "0 tag and segment changes recorded" in recomputed.output
+    by_sql = run_cli(["recompute", "-w", "acme", "--engine", "sql", "--no-from-log"], url)
+    assert by_sql.exit_code == 0, by_sql.output
+    assert "0 stage changes recorded" in by_sql.output and "0 tag and segment changes" in by_sql.output
+    wrong = run_cli(["recompute", "-w", "acme", "--engine", "spark"], url)
+    assert wrong.exit_code == 1 and "--engine must be columnar or sql" in wrong.output

@@ -276,11 +276,17 @@ def recompute_audience(
     chunk_size: int = 20_000,
     event_tags: bool = True,
     analytics_path: str | Path | None = None,
+    columnar_copy: Workspace | None = None,
 ) -> list[Change]:
     """Rebuild event tags (unless ``event_tags`` is False), expiries, rule tags and segments of a
     workspace; returns what changed. With ``analytics_path``, rule tags, segments and rechecks are
-    evaluated on the columnar copy of the events in that analytics store (synced first)."""
+    evaluated on the columnar copy of the events in that analytics store (synced first), or on
+    ``columnar_copy``, such a copy already open and synced."""
     now = now or utcnow()
+    if columnar_copy is not None:
+        changes = _rebuild(engine, workspace_id, now=now, event_tags=event_tags, columnar=columnar_copy)
+        _columnar_rechecks(engine, columnar_copy, chunk_size=chunk_size, on_progress=on_progress)
+        return changes
     if analytics_path is not None:
         sync(engine, analytics_path, workspace_id=workspace_id)
         with Workspace(engine, workspace_id, analytics_path, now=now) as columnar:
@@ -307,7 +313,7 @@ def _rebuild(
             changes += _rebuild_event_tags(conn, workspace_id, audience, live, now, emits)
         restage = _stages_read_tags(conn, workspace_id)
         restaged = False
-        plan = ColumnarPlan(now) if columnar is not None else None
+        plan = columnar.plan if columnar is not None else None
         for definition in audience.order if plan is not None else ():
             plan.test(definition.condition)  # every definition's values, computed in one scan
         for definition in audience.order:
@@ -346,7 +352,7 @@ def _columnar_rechecks(
     with connect(engine) as conn:
         audience = load(conn, ws)
         conditions = audience.conditions()
-        plan = ColumnarPlan(now)
+        plan = columnar.plan
         columnar.evaluate("audience_targets", plan, {"recheck_at": plan.recheck(conditions)}, conn)
         t, r, a = profile_tags.c, lifecycle_rechecks.c, audience_rechecks.c
         expiry = time_value(conn, func.min(t.expires_at))

@@ -93,17 +93,36 @@ def recompute(
             "segments only: what a new model or rule needs.",
         ),
     ] = True,
+    engine_name: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="columnar (the default): evaluate every profile on the analytics store's DuckDB copy of the "
+            "events (LIFELOOP_ANALYTICS_PATH), synced first; sql: one query per condition on the database.",
+        ),
+    ] = "columnar",
 ) -> None:
     """Rebuild stages, tags and segments (and, by default, computed properties) with progress bars."""
-    from lifeloop.audience.batch import recompute_audience
-    from lifeloop.lifecycle import service
+    from lifeloop.analytics.store import default_path
+    from lifeloop.recompute import recompute_workspace
 
+    if engine_name not in ("columnar", "sql"):
+        fail(f"--engine must be columnar or sql, not {engine_name!r}")
     engine = open_engine()
     workspace_id = workspace_id_of(engine, workspace)
+    path = default_path() if engine_name == "columnar" else None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err) as progress:
-        stages = progress.add_task("stages", total=None)
+        copying = progress.add_task(
+            "copying new events to the analytics store", total=None, visible=bool(path)
+        )
+        stages = progress.add_task("stages", total=None, start=False)
         audience = progress.add_task("tags and segments", total=None, start=False)
+        copied = [0]
+
+        def copy_progress(done: int, left: int) -> None:
+            copied[0] += done
+            progress.update(copying, completed=copied[0], total=copied[0] + left)
 
         def advance(task: TaskID) -> Callable[[int, int], None]:
             def step(done: int, total: int) -> None:
@@ -112,7 +131,15 @@ def recompute(
 
             return step
 
-        changes = service.recompute(engine, workspace_id, on_progress=advance(stages), properties=from_log)
-        moved = recompute_audience(engine, workspace_id, on_progress=advance(audience), event_tags=from_log)
+        done = recompute_workspace(
+            engine,
+            workspace_id,
+            analytics_path=path,
+            from_log=from_log,
+            on_copy=copy_progress,
+            on_stages=advance(stages),
+            on_audience=advance(audience),
+        )
+        changes, moved = done.stage_changes, done.audience_changes
     console.print(f"{len(changes):,} stage changes recorded")
     console.print(f"{len(moved):,} tag and segment changes recorded")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, select
 
 from lifeloop.columnar import Workspace, time_value
-from lifeloop.conditions.columnar import ColumnarPlan, text
+from lifeloop.conditions.columnar import text
 from lifeloop.lifecycle.bulk import StageChange, record_changes, replace_rechecks
 from lifeloop.lifecycle.definition import LifecycleModel
 from lifeloop.lifecycle.models import lifecycle_rechecks, profile_stages
@@ -31,7 +31,7 @@ def aware(moment: datetime | None) -> datetime | None:
 def stage_targets(columnar: Workspace, model: LifecycleModel) -> None:
     """``stage_targets(pid, stage, recheck_at)`` for every live profile: the first stage whose condition
     holds (NULL for none) and the next moment one of the conditions could change by time alone."""
-    plan = ColumnarPlan(columnar.now)
+    plan = columnar.plan
     conditions = [stage.condition for stage in model.stages]
     branches = " ".join(
         f"WHEN {plan.test(c)} THEN {text(s.key)}" for c, s in zip(conditions, model.stages, strict=True)

@@ -278,6 +278,7 @@ def recompute(
     workers: int | None = None,
     properties: bool = True,
     analytics_path: str | Path | None = None,
+    columnar_copy: Workspace | None = None,
 ) -> list[StageChange]:
     """Rebuild computed properties (unless ``properties`` is False: ingest maintains them, and a changed
     model needs only its stages) and stages of a workspace in batch; records and emits the changes.
@@ -291,7 +292,8 @@ def recompute(
 
     With ``analytics_path``, stages and rechecks are evaluated on the columnar copy of the events in that
     analytics store instead (synced first; ``lifecycle.columnar``): the same results, from one scan of the
-    events instead of a query per profile, and only the differences are written.
+    events instead of a query per profile, and only the differences are written; ``columnar_copy`` is
+    such a copy already open and synced (``lifeloop.recompute`` shares one between stages and audience).
     """
     now = now or utcnow()
     spent = timings if timings is not None else {}
@@ -310,10 +312,13 @@ def recompute(
     started = time.perf_counter()
     with connect(engine) as conn:
         found = active_model(conn, workspace_id)
-        live = live_profiles(conn, workspace_id)
     if found is None:  # no model: the properties (which tags and segments read) are all there is to do
         return []
     model = found
+    if columnar_copy is not None:
+        return columnar.recompute_stages(
+            engine, columnar_copy, model, chunk_size=chunk_size, on_progress=on_progress, clock=clock
+        )
     if analytics_path is not None:
         sync(engine, analytics_path, workspace_id=workspace_id)
         clock("sync", started)
@@ -321,6 +326,8 @@ def recompute(
             return columnar.recompute_stages(
                 engine, copy, model, chunk_size=chunk_size, on_progress=on_progress, clock=clock
             )
+    with connect(engine) as conn:
+        live = live_profiles(conn, workspace_id)
     if workers is None:  # threads pay off only when the query runs for a while
         workers = (os.cpu_count() or 1) if len(live) >= 50_000 else 1
     target = _stages_in_parallel(engine, workspace_id, model, live, now=now, workers=workers)
