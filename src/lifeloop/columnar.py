@@ -37,6 +37,7 @@ from lifeloop.events.models import events
 from lifeloop.lifecycle.models import profile_stages
 from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect
+from lifeloop.store.rows import fetch_tuples
 
 
 def json_text(conn: Connection, column: Any) -> Any:
@@ -108,11 +109,7 @@ class Workspace:
         """Replace the temporary table ``name`` by the rows of ``query`` on the operational database (times
         as naive UTC)."""
         with self.reading(conn) as reader:
-            result = reader.execute(query)
-            # The driver's tuples as they are: SQLAlchemy's per-value result processing would cost more
-            # than the read (times are text on SQLite, cast by DuckDB; aware datetimes on PostgreSQL).
-            rows = result.cursor.fetchall() if result.cursor is not None else []
-            result.close()
+            rows = fetch_tuples(reader, query)  # times: text on SQLite (cast by DuckDB), aware on PostgreSQL
         frame = pd.DataFrame.from_records(rows, columns=list(types))
         for column in frame.columns:
             if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
@@ -147,8 +144,8 @@ class Workspace:
                 select(p.id, p.merged_into).where(p.workspace_id == ws, p.merged_into.is_not(None))
             )
         }
-        live = conn.execute(select(p.id).where(p.workspace_id == ws, p.merged_into.is_(None))).scalars().all()
-        self.load("live", pd.DataFrame({"pid": live}), {"pid": "BIGINT"})
+        live = fetch_tuples(conn, select(p.id).where(p.workspace_id == ws, p.merged_into.is_(None)))
+        self.load("live", pd.DataFrame.from_records(live, columns=["pid"]), {"pid": "BIGINT"})
         self.load(
             "survivors",
             pd.DataFrame(_survivors(merged), columns=["pid", "canonical"]),

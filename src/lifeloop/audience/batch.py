@@ -54,7 +54,7 @@ from lifeloop.lifecycle.rechecks import recheck_candidates, store_rechecks
 from lifeloop.profiles.computed import raw_names
 from lifeloop.store.engine import connect, transaction
 from lifeloop.store.locks import RESOLUTION, lock_workspace
-from lifeloop.store.rows import IN_CHUNK, delete_in, insert_rows
+from lifeloop.store.rows import IN_CHUNK, delete_in, fetch_tuples, insert_rows
 from lifeloop.store.schema import utcnow
 
 
@@ -177,16 +177,10 @@ def apply_definition(
     key = definition.key
     if definition.kind == TAG_RULE:
         t = profile_tags.c
-        holders = {
-            r.profile_id: r.kind
-            for r in conn.execute(
-                select(t.profile_id, t.kind).where(
-                    t.workspace_id == workspace_id,
-                    t.tag == key,
-                    t.expires_at.is_(None) | (t.expires_at > now),
-                )
-            )
-        }
+        held = select(t.profile_id, t.kind).where(
+            t.workspace_id == workspace_id, t.tag == key, t.expires_at.is_(None) | (t.expires_at > now)
+        )
+        holders: dict[int, str] = dict(fetch_tuples(conn, held))
         added = sorted(matching - set(holders))
         removed = sorted(p for p, kind in holders.items() if kind == "rule" and p not in matching)
         rule = TagState("rule", None)
@@ -207,11 +201,8 @@ def apply_definition(
             Change(pid, "tag", key, "removed", reason) for pid in removed
         ]
     m = segment_members.c
-    members = set(
-        conn.execute(
-            select(m.profile_id).where(m.workspace_id == workspace_id, m.segment_id == definition.id)
-        ).scalars()
-    )
+    query = select(m.profile_id).where(m.workspace_id == workspace_id, m.segment_id == definition.id)
+    members = {pid for (pid,) in fetch_tuples(conn, query)}
     changes: list[Change] = []
     for entered, pids in ((True, sorted(matching - members)), (False, sorted(members - matching))):
         set_memberships(
@@ -306,10 +297,10 @@ def _rebuild(
     def work(conn: Connection) -> list[Change]:
         lock_workspace(conn, RESOLUTION, workspace_id)  # no batch is placed while the audience is rebuilt
         audience = load(conn, workspace_id)
-        live = set(lifecycle.live_profiles(conn, workspace_id))
         emits = Emits()
         changes = _drop_stale_tags(conn, workspace_id, audience, now, emits)
         if event_tags:
+            live = set(lifecycle.live_profiles(conn, workspace_id))
             changes += _rebuild_event_tags(conn, workspace_id, audience, live, now, emits)
         restage = _stages_read_tags(conn, workspace_id)
         restaged = False

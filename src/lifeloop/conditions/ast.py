@@ -37,6 +37,15 @@ class Interaction:
 
 INTERACTION = Interaction()
 Selector = str | Interaction
+# What each first/last time reads: the (first|last) edge of which events (None: every event).
+SEEN_TIMES: dict[str, tuple[str, Selector | None]] = {
+    "first_seen": ("first", None),
+    "last_seen": ("last", None),
+    "first_interaction": ("first", INTERACTION),
+    "last_interaction": ("last", INTERACTION),
+}
+# ``a op b`` ⟺ ``b FLIPPED[op] a``
+FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
 
 # --- values -------------------------------------------------------------------------------------

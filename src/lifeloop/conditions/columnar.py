@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from lifeloop.conditions.ast import (
+    FLIPPED,
+    SEEN_TIMES,
     ActiveDays,
     ActiveWeeks,
     And,
@@ -66,13 +68,6 @@ from lifeloop.profiles.computed import (
     epoch_day,
 )
 
-_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
-_SEEN = {
-    "first_seen": ("first", None),
-    "last_seen": ("last", None),
-    "first_interaction": ("first", Interaction()),
-    "last_interaction": ("last", Interaction()),
-}
 _JSON_KINDS = {
     "number": ("BIGINT", "UBIGINT", "HUGEINT", "DOUBLE"),
     "string": ("VARCHAR",),
@@ -202,7 +197,7 @@ class ColumnarPlan:
             case Now():
                 return timestamp(self.now)
             case Seen(which):
-                return self._time(*_SEEN[which])
+                return self._time(*SEEN_TIMES[which])
             case EventTime(which, selector):
                 return self._time(which, selector)
             case Count() | Sum():
@@ -300,7 +295,7 @@ class ColumnarPlan:
 
     def compare(self, op: str, left: Value, right: Value) -> str:
         if isinstance(right, DaysSince):
-            left, right, op = right, left, _FLIP[op]
+            left, right, op = right, left, FLIPPED[op]
         if isinstance(left, DaysSince):
             assert isinstance(right, Literal)
             return self._days_since(op, left, right.value)  # type: ignore[arg-type]

@@ -35,6 +35,8 @@ from sqlalchemy import (
 
 from lifeloop.audience.models import profile_tags, segment_members, segments
 from lifeloop.conditions.ast import (
+    FLIPPED,
+    SEEN_TIMES,
     ActiveDays,
     ActiveWeeks,
     And,
@@ -78,14 +80,6 @@ from lifeloop.profiles.computed import (
 )
 from lifeloop.profiles.models import profiles
 from lifeloop.store.schema import UTCDateTime
-
-_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
-_SEEN = {
-    "first_seen": ("first", None),
-    "last_seen": ("last", None),
-    "first_interaction": ("first", Interaction()),
-    "last_interaction": ("last", Interaction()),
-}
 
 
 def matching_profiles(
@@ -233,7 +227,7 @@ class _Compiler:
 
     def compare(self, op: str, left: Value, right: Value, event: Any) -> ColumnElement[Any]:
         if isinstance(right, DaysSince):
-            left, right, op = right, left, _FLIP[op]
+            left, right, op = right, left, FLIPPED[op]
         if isinstance(left, DaysSince):
             assert isinstance(right, Literal)
             return self.days_since(op, left, right.value)  # type: ignore[arg-type]
@@ -265,7 +259,7 @@ class _Compiler:
         """The correlated subquery of a value computed from the profile's events."""
         match node:
             case Seen(which):
-                edge, selector = _SEEN[which]
+                edge, selector = SEEN_TIMES[which]
                 return self.event_time(edge, selector)
             case EventTime(which, selector):
                 return self.event_time(which, selector)

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from lifeloop.audience.models import profile_tags, segment_members, segments
-from lifeloop.conditions.ast import Interaction, Selector
+from lifeloop.conditions.ast import SEEN_TIMES, Interaction, Selector
 from lifeloop.conditions.evaluator import EventFilter, iso_week, lookup
 from lifeloop.events.models import events
 from lifeloop.lifecycle.models import profile_stages
@@ -33,13 +33,6 @@ from lifeloop.profiles.computed import (
     numeric_properties,
 )
 from lifeloop.profiles.models import profiles
-
-_SEEN = {
-    "first_seen": ("first", None),
-    "last_seen": ("last", None),
-    "first_interaction": ("first", Interaction()),
-    "last_interaction": ("last", Interaction()),
-}
 
 
 def matches(selector: Selector | None, name: str) -> bool:
@@ -86,7 +79,7 @@ class MemoryProfile:
         return lookup(self.traits, path)
 
     def seen(self, which: str) -> datetime | None:
-        edge, selector = _SEEN[which]
+        edge, selector = SEEN_TIMES[which]
         return self._time(edge, selector)
 
     def event_time(self, which: str, selector: Selector) -> datetime | None:
@@ -183,7 +176,7 @@ class StoredProfile:
         return lookup(traits, path)
 
     def seen(self, which: str) -> datetime | None:
-        edge, selector = _SEEN[which]
+        edge, selector = SEEN_TIMES[which]
         return self._time(edge, selector)
 
     def event_time(self, which: str, selector: Selector) -> datetime | None:

@@ -39,6 +39,7 @@ from sqlalchemy import (
 
 from lifeloop.conditions import ProfileView
 from lifeloop.conditions.ast import (
+    SEEN_TIMES,
     ActiveDays,
     ActiveWeeks,
     Compare,
@@ -148,12 +149,6 @@ def next_recheck(
 
 
 # --- the same schedule for many profiles at once, in SQL (recompute) --------------------------------
-_SEEN = {
-    "first_seen": ("first", None),
-    "last_seen": ("last", None),
-    "first_interaction": ("first", Interaction()),
-    "last_interaction": ("last", Interaction()),
-}
 
 
 class _Schedule:
@@ -198,7 +193,7 @@ class _Schedule:
     def time_key(node: object) -> tuple[str, Selector | None] | None:
         """(first/last, selector) of a time value; None for now(), which crosses no threshold."""
         if isinstance(node, Seen):
-            return _SEEN[node.which]
+            return SEEN_TIMES[node.which]
         if isinstance(node, EventTime):
             return node.which, node.selector
         return None
@@ -277,7 +272,7 @@ class _Schedule:
         ]
 
     def week_boundary(self, weeks: int) -> list[Select[Any]]:
-        t = self.time(_SEEN["last_interaction"])
+        t = self.time(SEEN_TIMES["last_interaction"])
         recent = self.now - (weeks + 1) * 7 * DAY
         boundary = self.at(next_iso_week(self.now))
         return [select(self.times.c.profile_id, boundary).where(t > self.at(recent))]
@@ -324,7 +319,7 @@ def recheck_candidates(
                     windows[(selector, window)] = None
             elif isinstance(node, ActiveWeeks):
                 weeks.add(node.weeks)
-    keys = list(thresholds) + ([_SEEN["last_interaction"]] if weeks else [])
+    keys = list(thresholds) + ([SEEN_TIMES["last_interaction"]] if weeks else [])
     plan.build(list(dict.fromkeys(keys)), list(windows))
     candidates: list[Select[Any]] = []
     for selector, window in windows:
