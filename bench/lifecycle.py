@@ -385,7 +385,7 @@ def main() -> None:
     # First time: every profile enters a stage; event tags are built from the log, every tag and
     # membership is written and announced.
     out["columnar_first"] = run(
-        "first recompute (columnar, event tags from the log)", properties=True, **columnar
+        "first recompute (columnar, event tags from the log)", from_log=True, **columnar
     )
     with connect(engine) as conn:
         counts = {k: v for k, v in lifecycle.stage_distribution(conn, ws).items() if v}

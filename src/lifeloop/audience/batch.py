@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, literal, or_, select, update
+from sqlalchemy import Connection, Engine, case, func, literal, select, update
 
 from lifeloop.analytics.sync import sync
 from lifeloop.audience.definitions import (
@@ -134,22 +134,23 @@ def _rebuild_event_tags(
 def _drop_stale_tags(
     conn: Connection, workspace_id: int, audience: Audience, now: datetime, emits: Emits
 ) -> list[Change]:
-    """Expired tags, and rule tags whose rule is gone."""
-    rules = {d.key for d in audience.order if d.kind == TAG_RULE}
+    """Expired tags, and rule tags whose rule is gone (two reads, each served by an index)."""
+    rules = sorted(d.key for d in audience.order if d.kind == TAG_RULE)
     t = profile_tags.c
-    rows = conn.execute(
-        select(t.profile_id, t.tag, t.kind, t.expires_at).where(
+    columns = (t.profile_id, t.tag, t.kind)
+    expired = conn.execute(select(*columns).where(t.workspace_id == workspace_id, t.expires_at <= now)).all()
+    orphaned = conn.execute(
+        select(*columns).where(
             t.workspace_id == workspace_id,
-            or_(t.expires_at <= now, t.kind == "rule"),
+            t.kind == "rule",
+            t.tag.not_in(rules),
+            t.expires_at.is_(None) | (t.expires_at > now),
         )
     ).all()
     stale: dict[str, list[tuple[int, str, str]]] = {}  # reason → (profile, tag, kind)
-    for r in rows:
-        reason = "expired" if r.expires_at is not None and r.expires_at <= now else None
-        if reason is None and r.kind == "rule" and r.tag not in rules:
-            reason = "rule deleted"
-        if reason:
-            stale.setdefault(reason, []).append((r.profile_id, r.tag, r.kind))
+    for reason, rows in (("expired", expired), ("rule deleted", orphaned)):
+        if rows:
+            stale[reason] = [(r.profile_id, r.tag, r.kind) for r in rows]
     changes = []
     for reason, tags in stale.items():
         drop_tags(conn, workspace_id, tags, now=now, reason=reason, emits=emits)
@@ -346,15 +347,10 @@ def _columnar_rechecks(
         plan = columnar.plan
         columnar.evaluate("audience_targets", plan, {"recheck_at": plan.recheck(conditions)}, conn)
         t, r, a = profile_tags.c, lifecycle_rechecks.c, audience_rechecks.c
-        expiry = time_value(conn, func.min(t.expires_at))
-        columnar.load_query(
-            "tag_expiries",
-            select(t.profile_id, expiry)
-            .where(t.workspace_id == ws, t.expires_at > now)
-            .group_by(t.profile_id),
-            RECHECK_TYPES,
-            conn,
+        expiring = select(t.profile_id, time_value(conn, t.expires_at)).where(
+            t.workspace_id == ws, t.expires_at > now
         )
+        columnar.load_query("tag_expiries", expiring, RECHECK_TYPES, conn)  # the index holds both columns
         staged = any(uses(c, InStage) for c in conditions)
         stage_rechecks = select(r.profile_id, time_value(conn, r.recheck_at)).where(r.workspace_id == ws)
         columnar.load_query("stage_rechecks", stage_rechecks.where(literal(staged)), RECHECK_TYPES, conn)
@@ -365,10 +361,12 @@ def _columnar_rechecks(
         f"""
         WITH staged AS (
             SELECT pid, min(greatest(recheck_at, {soonest})) AS moment FROM stage_rechecks GROUP BY pid
+        ), expiring AS (
+            SELECT pid, min(recheck_at) AS moment FROM tag_expiries GROUP BY pid
         ), target AS (
-            SELECT t.pid, least(t.recheck_at, x.recheck_at, s.moment) AS moment
+            SELECT t.pid, least(t.recheck_at, x.moment, s.moment) AS moment
             FROM audience_targets t
-            LEFT JOIN tag_expiries x ON x.pid = t.pid
+            LEFT JOIN expiring x ON x.pid = t.pid
             LEFT JOIN staged s ON s.pid = t.pid
         )
         SELECT coalesce(target.pid, c.pid), target.moment

@@ -31,6 +31,8 @@ profile_tags = Table(
     PrimaryKeyConstraint("workspace_id", "profile_id", "tag"),
     CheckConstraint("kind IN ('rule', 'event', 'manual')", name="kind"),
     Index(None, "workspace_id", "tag"),
+    Index(None, "workspace_id", "expires_at", "profile_id"),  # expired and expiring tags (0009)
+    Index(None, "workspace_id", "kind", "tag"),  # rule tags (0009)
 )
 
 segments = Table(
