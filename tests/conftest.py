@@ -133,8 +133,10 @@ def brand(engine: sa.Engine) -> Brand:
 
 
 @pytest.fixture
-def client(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, engine)) as test_client:
+def client(settings: Settings, engine: sa.Engine, tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app(settings, engine)
+    app.state.analytics_path = tmp_path / "analytics.duckdb"  # the test's own analytics store
+    with TestClient(app) as test_client:
         yield test_client
 
 
@@ -163,10 +165,12 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(settings: Settings, engine: sa.Engine) -> Iterator[LiveServer]:
+def live_server(settings: Settings, engine: sa.Engine, tmp_path: Path) -> Iterator[LiveServer]:
     """The real app on a real socket, for clients that speak HTTP themselves."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port, log_level="warning")
+    app = create_app(settings, engine)
+    app.state.analytics_path = tmp_path / "analytics.duckdb"
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

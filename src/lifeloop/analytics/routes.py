@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from lifeloop.analytics import rfm, service
 from lifeloop.analytics.metrics import METRICS
-from lifeloop.analytics.store import default_path, store
-from lifeloop.web.deps import CurrentGrant
+from lifeloop.analytics.store import store
+from lifeloop.web.deps import CurrentGrant, analytics_path
 
 router = APIRouter(prefix="/api/v1/analytics", tags=["analytics"])
 
 
-def _store_path(request: Request) -> Path:
-    return Path(getattr(request.app.state, "analytics_path", None) or default_path())
+_store_path = analytics_path
 
 
 def _params(request: Request) -> dict[str, Any]:

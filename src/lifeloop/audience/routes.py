@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from lifeloop.audience import batch, definitions, query, service
 from lifeloop.store.schema import utcnow
-from lifeloop.web.deps import Conn, CurrentGrant, EngineDep, require_role
+from lifeloop.web.deps import AnalyticsPathDep, Conn, CurrentGrant, EngineDep, require_role
 
 tags_router = APIRouter(prefix="/api/v1/tags", tags=["tags"])
 segments_router = APIRouter(prefix="/api/v1/segments", tags=["segments"])
@@ -100,12 +100,12 @@ def put_tag_rule(tag: str, body: TagRuleBody, engine: EngineDep, grant: CurrentG
 
 
 @tags_router.delete("/rules/{tag}", status_code=204)
-def delete_tag_rule(tag: str, engine: EngineDep, grant: CurrentGrant) -> Response:
+def delete_tag_rule(tag: str, engine: EngineDep, grant: CurrentGrant, copy: AnalyticsPathDep) -> Response:
     """Delete a rule; the tags it gave are removed (with ``Tag Removed`` events)."""
     require_role(grant, *WRITERS)
     with engine.begin() as conn:
         definitions.delete_tag_rule(conn, grant.workspace_id, tag)
-    batch.recompute_audience(engine, grant.workspace_id, event_tags=False)
+    batch.recompute_audience(engine, grant.workspace_id, event_tags=False, analytics_path=copy)
     return Response(status_code=204)
 
 
@@ -128,12 +128,14 @@ def delete_event_tag_rule(rule_id: int, engine: EngineDep, grant: CurrentGrant) 
 
 
 @tags_router.post("/presets", status_code=201)
-def install_preset(body: PresetBody, engine: EngineDep, grant: CurrentGrant) -> dict[str, Any]:
+def install_preset(
+    body: PresetBody, engine: EngineDep, grant: CurrentGrant, copy: AnalyticsPathDep
+) -> dict[str, Any]:
     require_role(grant, *WRITERS)
     with engine.begin() as conn:
         installed = definitions.install_preset(conn, grant.workspace_id, body.preset)
     if installed["tag_rules"]:
-        batch.recompute_audience(engine, grant.workspace_id, event_tags=False)
+        batch.recompute_audience(engine, grant.workspace_id, event_tags=False, analytics_path=copy)
     return installed
 
 

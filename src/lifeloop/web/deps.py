@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Connection, Engine
 
+from lifeloop.analytics.store import default_path
 from lifeloop.errors import Forbidden
 from lifeloop.store.engine import connect
 from lifeloop.workspaces.models import TokenGrant
@@ -31,6 +33,14 @@ def _grant(request: Request, conn: Annotated[Connection, Depends(_connection)]) 
 
 
 EngineDep = Annotated[Engine, Depends(_engine)]
+
+
+def analytics_path(request: Request) -> Path:
+    """The app's analytics store: ``app.state.analytics_path``, else ``LIFELOOP_ANALYTICS_PATH``'s default."""
+    return Path(getattr(request.app.state, "analytics_path", None) or default_path())
+
+
+AnalyticsPathDep = Annotated[Path, Depends(analytics_path)]
 Conn = Annotated[Connection, Depends(_connection)]
 CurrentGrant = Annotated[TokenGrant, Depends(_grant)]
 
