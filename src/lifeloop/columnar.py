@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import duckdb
-import orjson
 import pandas as pd
 from sqlalchemy import Connection, Engine, Select, String, cast, func, select, type_coerce
 
@@ -48,12 +47,6 @@ def json_text(conn: Connection, column: Any) -> Any:
 def time_value(conn: Connection, column: Any) -> Any:
     """A time column as the database gives it (text on SQLite: cast in DuckDB, not parsed in Python)."""
     return type_coerce(column, String) if conn.dialect.name == "sqlite" else column
-
-
-def _naive_utc(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-    return value
 
 
 class Workspace:
@@ -133,11 +126,17 @@ class Workspace:
         ).fetchall()
         cursor = int(rows[0][0] or 0) if rows else 0
         e, p = events.c, profiles.c
-        tail = conn.execute(
-            select(e.profile_id, e.type, e.event, e.timestamp, e.properties).where(
-                e.workspace_id == ws, e.id > cursor, e.profile_id.is_not(None)
-            )
-        ).all()
+        tail = select(
+            e.profile_id, e.type, e.event, time_value(conn, e.timestamp), json_text(conn, e.properties)
+        ).where(e.workspace_id == ws, e.id > cursor, e.profile_id.is_not(None))
+        types = {
+            "pid": "BIGINT",
+            "type": "VARCHAR",
+            "event": "VARCHAR",
+            "ts": "TIMESTAMP",
+            "props": "VARCHAR",
+        }
+        self.load_query("ev_tail", tail, types, conn)
         merged: dict[int, int] = {
             loser: winner
             for loser, winner in conn.execute(
@@ -150,17 +149,6 @@ class Workspace:
             "survivors",
             pd.DataFrame(_survivors(merged), columns=["pid", "canonical"]),
             {"pid": "BIGINT", "canonical": "BIGINT"},
-        )
-        self.load(
-            "ev_tail",
-            pd.DataFrame(
-                [
-                    (pid, kind, event, _naive_utc(at), orjson.dumps(props).decode() if props else None)
-                    for pid, kind, event, at, props in tail
-                ],
-                columns=["pid", "type", "event", "ts", "props"],
-            ),
-            {"pid": "BIGINT", "type": "VARCHAR", "event": "VARCHAR", "ts": "TIMESTAMP", "props": "VARCHAR"},
         )
         # The copy's ``event`` is already the analytics name (track name, Page/Screen Viewed, else the type);
         # event_name_sql maps both it and the tail's raw name to the conditions' name. The copy's
