@@ -60,6 +60,7 @@ class Workspace:
         self.plan = ColumnarPlan(now)
         self._log_end: int | None = None  # the newest event id ``ev`` holds
         self._values: tuple[str, ...] | None = None  # the aggregates ``agg`` holds
+        self._traits_at: int | None = None  # the log position ``profile_traits`` was read at
 
     def __enter__(self) -> Workspace:
         self.con = open_store(self.path)
@@ -175,17 +176,23 @@ class Workspace:
     def load_state(
         self, plan: ColumnarPlan, conditions: Iterable[Any], conn: Connection | None = None
     ) -> None:
-        """The traits, tags, stages and segment memberships the compiled conditions read, as they are now."""
+        """The traits, tags, stages and segment memberships the compiled conditions read, as they are now.
+
+        Traits are read once per state of the event log (only events change them; ``evaluate`` joins them
+        whenever a condition of ``plan`` reads one); tags, stages and memberships each time, since the
+        recompute itself writes them."""
         nodes = [n for c in conditions for n in walk(c)]
         ws = self.workspace_id
         with self.reading(conn) as conn:
-            if "traits" in plan.reads:
+            self.refresh(conn)
+            if "traits" in plan.reads and self._traits_at != self._log_end:
+                self._traits_at = self._log_end
                 p = profiles.c
                 query = select(p.id, json_text(conn, p.traits)).where(
                     p.workspace_id == ws, p.merged_into.is_(None)
                 )
                 self.load_query("profile_traits", query, {"pid": "BIGINT", "doc": "VARCHAR"}, conn)
-            if "tags" in plan.reads:
+            if any(isinstance(n, HasTag) for n in nodes):
                 t = profile_tags.c
                 names = sorted({n.tag for n in nodes if isinstance(n, HasTag)})
                 query = select(t.profile_id, t.tag, time_value(conn, t.expires_at)).where(
@@ -193,13 +200,13 @@ class Workspace:
                 )
                 types = {"pid": "BIGINT", "tag": "VARCHAR", "expires_at": "TIMESTAMP"}
                 self.load_query("profile_tags", query, types, conn)
-            if "stages" in plan.reads:
+            if any(isinstance(n, InStage) for n in nodes):
                 s = profile_stages.c
                 names = sorted({n.stage for n in nodes if isinstance(n, InStage)})
                 query = select(s.profile_id, s.model, s.stage).where(s.workspace_id == ws, s.stage.in_(names))
                 types = {"pid": "BIGINT", "model": "VARCHAR", "stage": "VARCHAR"}
                 self.load_query("profile_stages", query, types, conn)
-            if "segments" in plan.reads:
+            if any(isinstance(n, InSegment) for n in nodes):
                 m, g = segment_members.c, segments.c
                 names = sorted({n.key for n in nodes if isinstance(n, InSegment)})
                 query = (
