@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 import duckdb
-import pandas as pd
+import pyarrow as pa
 from sqlalchemy import Connection, Engine, Select, String, cast, func, select, type_coerce
 
 from lifeloop.analytics.store import open_store
@@ -36,7 +36,7 @@ from lifeloop.events.models import events
 from lifeloop.lifecycle.models import profile_stages
 from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect
-from lifeloop.store.rows import fetch_tuples
+from lifeloop.store.rows import fetch_tuples, without_gc
 
 
 def json_text(conn: Connection, column: Any) -> Any:
@@ -88,27 +88,30 @@ class Workspace:
         with connect(self.engine) as fresh:
             yield fresh
 
-    def load(self, name: str, frame: pd.DataFrame, types: dict[str, str]) -> None:
-        """Replace the temporary table ``name`` by ``frame`` with its columns cast to ``types``."""
-        if frame.empty:
-            frame = pd.DataFrame({column: pd.Series([], dtype="object") for column in types})
-        self.db.register("_frame", frame)
-        columns = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in types.items())
-        self.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {columns} FROM _frame")
-        self.db.unregister("_frame")
+    def load(self, name: str, rows: Sequence[Sequence[Any]], types: dict[str, str]) -> None:
+        """Replace the temporary table ``name`` by ``rows`` (tuples in ``types`` order), cast to ``types``.
+
+        Rows go to DuckDB as Arrow columns: aware times become naive UTC, text times are cast by DuckDB."""
+        arrays = {}
+        with without_gc():
+            columns = list(zip(*rows, strict=True)) if rows else [() for _ in types]
+            for column, values in zip(types, columns, strict=True):
+                array = pa.array(values)
+                if pa.types.is_timestamp(array.type) and array.type.tz is not None:
+                    array = array.cast(pa.timestamp(array.type.unit))  # the same instants, in UTC, no zone
+                arrays[column] = array
+        self.db.register("_rows", pa.table(arrays))
+        selected = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in types.items())
+        self.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {selected} FROM _rows")
+        self.db.unregister("_rows")
 
     def load_query(
         self, name: str, query: Select[Any], types: dict[str, str], conn: Connection | None = None
     ) -> None:
-        """Replace the temporary table ``name`` by the rows of ``query`` on the operational database (times
-        as naive UTC)."""
+        """Replace the temporary table ``name`` by the rows of ``query`` on the operational database."""
         with self.reading(conn) as reader:
             rows = fetch_tuples(reader, query)  # times: text on SQLite (cast by DuckDB), aware on PostgreSQL
-        frame = pd.DataFrame.from_records(rows, columns=list(types))
-        for column in frame.columns:
-            if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
-                frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
-        self.load(name, frame, types)
+        self.load(name, rows, types)
 
     def refresh(self, conn: Connection | None = None) -> None:
         """(Re)build ``live`` and ``ev`` when the event log has grown since they were read."""
@@ -145,12 +148,8 @@ class Workspace:
             )
         }
         live = fetch_tuples(conn, select(p.id).where(p.workspace_id == ws, p.merged_into.is_(None)))
-        self.load("live", pd.DataFrame.from_records(live, columns=["pid"]), {"pid": "BIGINT"})
-        self.load(
-            "survivors",
-            pd.DataFrame(_survivors(merged), columns=["pid", "canonical"]),
-            {"pid": "BIGINT", "canonical": "BIGINT"},
-        )
+        self.load("live", live, {"pid": "BIGINT"})
+        self.load("survivors", _survivors(merged), {"pid": "BIGINT", "canonical": "BIGINT"})
         # The copy's ``event`` is already the analytics name (track name, Page/Screen Viewed, else the type);
         # event_name_sql maps both it and the tail's raw name to the conditions' name. The copy's
         # ``interactive`` is the conditions' interaction (the same own events; names are at most 255
@@ -224,7 +223,7 @@ class Workspace:
     def values(self, plan: ColumnarPlan, conn: Connection | None = None) -> None:
         """Materialise ``agg`` (every value ``plan`` reads, per profile) unless it already holds them."""
         self.refresh(conn)
-        wanted = tuple(aggregate for _column, aggregate in plan.aggregates.values())
+        wanted = tuple(plan.aggregates)
         if self._values == wanted:
             return
         self.db.execute(f"CREATE OR REPLACE TEMP TABLE agg AS {plan.values_query()}")

@@ -101,5 +101,5 @@ audience_rechecks = Table(
     Column("profile_id", Id, nullable=False),
     Column("recheck_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "profile_id"),
-    Index(None, "workspace_id", "recheck_at"),
+    Index(None, "workspace_id", "recheck_at", "profile_id"),  # covering (0009)
 )

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from lifeloop.conditions.ast import (
     FLIPPED,
+    INTERACTION,
     SEEN_TIMES,
     ActiveDays,
     ActiveWeeks,
@@ -124,26 +125,42 @@ class ColumnarPlan:
     """Conditions compiled together: ``test(c)`` is a boolean expression over a profile ``p.pid`` and its
     values ``agg`` (``values_query()``, left-joined on ``pid``).
 
-    ``aggregates`` collects one aggregate per distinct value the tests read; ``values_query()`` is the
-    ``GROUP BY pid`` over ``ev`` that computes them all in one scan. Profiles with no events have no row
-    there: counts and sums read as 0 and times as NULL (missing), as in the other back ends.
+    ``aggregates`` collects one aggregate per distinct value the tests read; ``values_query()`` computes
+    them all for every live profile. A profile without the events a value reads has NULL there: counts
+    and sums read as 0 and times as NULL (missing), as in the other back ends.
     """
 
     def __init__(self, now: datetime):
         self.now = now.astimezone(UTC)
-        self.aggregates: dict[str, tuple[str, str]] = {}  # repr(value) → (column, aggregate SQL)
+        # repr(value) → (column, aggregate SQL, which events it reads: a test over ``ev``)
+        self.aggregates: dict[str, tuple[str, str, str]] = {}
         self.reads: set[str] = set()  # the state relations the tests read: traits, tags, stages, segments
 
     # --- the values -------------------------------------------------------------------------------
-    def _column(self, key: str, aggregate: str) -> str:
+    def _column(self, key: str, aggregate: str, selector: Selector | None) -> str:
+        """The column of a value: ``aggregate`` over the events ``selector`` selects."""
         if key not in self.aggregates:
-            self.aggregates[key] = (f"v{len(self.aggregates)}", aggregate)
+            self.aggregates[key] = (f"v{len(self.aggregates)}", aggregate, _selects(selector))
         return "agg." + self.aggregates[key][0]
 
     def values_query(self) -> str:
-        """``SELECT pid, v0, v1, … FROM ev GROUP BY pid`` (just ``pid`` when the tests read no value)."""
-        columns = "".join(f", {aggregate} AS {column}" for column, aggregate in self.aggregates.values())
-        return f"SELECT pid{columns} FROM ev GROUP BY pid"
+        """Every value per live profile (``pid``, ``v0``, ``v1``…), over the relations ``live`` and ``ev``.
+
+        Values are grouped by the events they select: each group is one ``GROUP BY pid`` over those events
+        only (the orders, the interactions…), so an aggregate reads the rows it can use rather than every
+        event; the groups are joined on the profile."""
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for column, aggregate, selection in self.aggregates.values():
+            groups.setdefault(selection, []).append((column, aggregate))
+        ctes, columns, joins = [], ["live.pid"], []
+        for n, (selection, values) in enumerate(groups.items()):
+            where = "" if selection == TRUE else f" WHERE {selection}"
+            computed = ", ".join(f"{aggregate} AS {column}" for column, aggregate in values)
+            ctes.append(f"g{n} AS (SELECT pid, {computed} FROM ev{where} GROUP BY pid)")
+            columns += [f"g{n}.{column}" for column, _ in values]
+            joins.append(f"LEFT JOIN g{n} ON g{n}.pid = live.pid")
+        with_ = f"WITH {', '.join(ctes)} " if ctes else ""
+        return f"{with_}SELECT {', '.join(columns)} FROM live {' '.join(joins)}"
 
     def _filter(self, *tests: str) -> str:
         kept = [t for t in tests if t != TRUE]
@@ -154,32 +171,32 @@ class ColumnarPlan:
 
     def _time(self, edge: str, selector: Selector | None) -> str:
         function = "min" if edge == "first" else "max"
-        key = repr(("time", edge, selector))
-        return self._column(key, f"{function}(ts){self._filter(_selects(selector))}")
+        return self._column(repr(("time", edge, selector)), f"{function}(ts)", selector)
 
     def _amount(self, node: Count | Sum) -> str:
         start = since(self.now, node.within)
         where = TRUE if node.where is None else self.condition(node.where)
-        tests = self._filter(_selects(node.selector), self._after(start), where)
+        tests = self._filter(self._after(start), where)
         if isinstance(node, Count):
             aggregate = f"count(*){tests}"
         elif len(node.property) > MAX_NAME:  # never kept as an amount (profiles.computed.numeric_properties)
             aggregate = "0.0"
         else:
             aggregate = f"coalesce(sum({self._as_kind('props', (node.property,), 'number')}){tests}, 0.0)"
-        return f"coalesce({self._column(repr(node), aggregate)}, 0)"
+        return f"coalesce({self._column(repr(node), aggregate, node.selector)}, 0)"
 
     def _active_days(self, node: ActiveDays) -> str:
-        tests = self._filter("interaction", self._after(since(self.now, node.within)))
-        return f"coalesce({self._column(repr(node), f'count(DISTINCT CAST(ts AS DATE)){tests}')}, 0)"
+        tests = self._filter(self._after(since(self.now, node.within)))
+        days = self._column(repr(node), f"count(DISTINCT CAST(ts AS DATE)){tests}", INTERACTION)
+        return f"coalesce({days}, 0)"
 
     def _active_weeks(self, node: ActiveWeeks) -> str:
         this_week = iso_week(epoch_day(self.now))
         # Week w holds days 7w − 3 … 7w + 3 (day 0, 1970-01-01, was a Thursday); weeks start on Mondays.
         first, last = (this_week - node.weeks + 1) * 7 - 3, this_week * 7 + 3
         window = f"ts >= {timestamp(day_start(first))} AND ts < {timestamp(day_start(last + 1))}"
-        aggregate = f"count(DISTINCT date_trunc('week', ts)){self._filter('interaction', window)}"
-        return f"coalesce({self._column(repr(node), aggregate)}, 0)"
+        aggregate = f"count(DISTINCT date_trunc('week', ts)){self._filter(window)}"
+        return f"coalesce({self._column(repr(node), aggregate, INTERACTION)}, 0)"
 
     def value(self, node: Value, kind: str) -> str:
         match node:
@@ -358,8 +375,8 @@ class ColumnarPlan:
                     if window is None:
                         continue
                     selector = Interaction() if isinstance(node, ActiveDays) else node.selector
-                    tests = self._filter(_selects(selector), self._after(self.now - window))
-                    oldest = self._column(repr(("oldest", selector, window)), f"min(ts){tests}")
+                    tests = self._filter(self._after(self.now - window))
+                    oldest = self._column(repr(("oldest", selector, window)), f"min(ts){tests}", selector)
                     moments.append(f"{oldest} + {interval(window)}")
                 elif isinstance(node, ActiveWeeks):
                     last = self._time("last", Interaction())

@@ -27,7 +27,7 @@ profile_stages = Table(
     Column("stage", String(64), nullable=False),
     Column("entered_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "profile_id", "model"),
-    Index(None, "workspace_id", "model", "stage"),
+    Index(None, "workspace_id", "model", "stage", "profile_id"),  # covering (0009)
 )
 
 # Every installed version of a workspace's lifecycle models; exactly one row per workspace is active.
@@ -69,5 +69,5 @@ lifecycle_rechecks = Table(
     Column("model", String(64), nullable=False),
     Column("recheck_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "profile_id", "model"),
-    Index(None, "workspace_id", "model", "recheck_at"),
+    Index(None, "workspace_id", "model", "recheck_at", "profile_id"),  # covering (0009)
 )

@@ -23,6 +23,7 @@ profiles = Table(
     Column("merged_into", Id),
     Index(None, "workspace_id", "user_id"),
     Index(None, "workspace_id", "last_seen"),
+    Index(None, "workspace_id", "merged_into"),  # live profile ids (0009)
 )
 
 identities = Table(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -71,6 +73,20 @@ def fetch_tuples(conn: Connection, query: Executable) -> list[tuple[Any, ...]]:
     result processing would cost more than the read (times stay text on SQLite, JSON stays undecoded
     when selected as text)."""
     result = conn.execute(query)
-    rows = result.cursor.fetchall() if result.cursor is not None else []
+    with without_gc():
+        rows = result.cursor.fetchall() if result.cursor is not None else []
     result.close()
     return rows
+
+
+@contextmanager
+def without_gc() -> Iterator[None]:
+    """Build millions of small objects without the cyclic collector rescanning them as they come (they
+    hold no cycles); it doubled the cost of reading a million rows."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
