@@ -306,8 +306,9 @@ def _rebuild(
         restage = _stages_read_tags(conn, workspace_id)
         restaged = False
         plan = columnar.plan if columnar is not None else None
-        for definition in audience.order if plan is not None else ():
-            plan.test(definition.condition)  # every definition's values, computed in one scan
+        if plan is not None:
+            for definition in audience.order:
+                plan.test(definition.condition)  # every definition's values, computed in one scan
         for definition in audience.order:
             if definition.kind == SEGMENT and restage and not restaged:
                 _restage(conn, workspace_id, changes, now)

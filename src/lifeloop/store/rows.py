@@ -74,7 +74,7 @@ def fetch_tuples(conn: Connection, query: Executable) -> list[tuple[Any, ...]]:
     when selected as text)."""
     result = conn.execute(query)
     with without_gc():
-        rows = result.cursor.fetchall() if result.cursor is not None else []
+        rows = list(result.cursor.fetchall()) if result.cursor is not None else []
     result.close()
     return rows
 
