@@ -40,6 +40,17 @@ def audience_rechecks_of(engine: sa.Engine, workspace_id: int) -> dict[int, date
         return dict(rows.all())
 
 
+def schedule_each_profile(engine: sa.Engine, workspace_id: int, now: datetime) -> None:
+    """``service.schedule`` (the real-time and sweep path) for every live profile, one at a time."""
+    with engine.begin() as conn:
+        audience = definitions.load(conn, workspace_id)
+        live = lifecycle.live_profiles(conn, workspace_id)
+        tags, members = load_tags(conn, workspace_id, live), load_members(conn, workspace_id, live)
+        for pid in live:
+            view = _View(conn, workspace_id, pid, now=now, tags=tags[pid], members=members[pid])
+            schedule(conn, workspace_id, audience, view, tags[pid])
+
+
 def event_tags_of(engine: sa.Engine, workspace_id: int) -> set[tuple[int, str, datetime | None]]:
     t = profile_tags.c
     with engine.connect() as conn:
@@ -68,13 +79,7 @@ def test_batch_rechecks_and_event_tags_match_the_per_profile_path(engine: sa.Eng
     assert rebuilt == {(p, tag, at) for p, tag, at in real_time_tags if at is None or at > now}
     in_batch = audience_rechecks_of(engine, ws)
 
-    with engine.begin() as conn:  # the per-profile schedule of every profile, at the same moment
-        audience = definitions.load(conn, ws)
-        live = lifecycle.live_profiles(conn, ws)
-        tags, members = load_tags(conn, ws, live), load_members(conn, ws, live)
-        for pid in live:
-            view = _View(conn, ws, pid, now=now, tags=tags[pid], members=members[pid])
-            schedule(conn, ws, audience, view, tags[pid])
+    schedule_each_profile(engine, ws, now)  # the per-profile schedule, at the same moment
     exact = audience_rechecks_of(engine, ws)
     assert exact, "the histories have time rules pending"
     assert in_batch.keys() == exact.keys()
@@ -126,11 +131,5 @@ def test_columnar_recompute_matches_the_sql_and_per_profile_paths(
     assert audience_state(engine, ws) == state
     assert audience_rechecks_of(engine, ws) == in_columnar
 
-    with engine.begin() as conn:  # the per-profile schedule gives the very same moments
-        audience = definitions.load(conn, ws)
-        live = lifecycle.live_profiles(conn, ws)
-        tags, members = load_tags(conn, ws, live), load_members(conn, ws, live)
-        for pid in live:
-            view = _View(conn, ws, pid, now=now, tags=tags[pid], members=members[pid])
-            schedule(conn, ws, audience, view, tags[pid])
+    schedule_each_profile(engine, ws, now)  # the per-profile schedule gives the very same moments
     assert in_columnar and audience_rechecks_of(engine, ws) == in_columnar
