@@ -121,27 +121,16 @@ def customer_value(
     except (RuntimeError, ValueError) as error:  # e.g. no dropout in the data: the likelihood has no maximum
         raise InvalidInput(f"CLV models could not be fitted on these orders: {error}") from error
     weeks = months * 30.0 / 7.0
-    out = pd.DataFrame(index=summary.index)
-    out["orders"] = x + 1
-    out["p_alive"] = np.asarray(bgnbd.conditional_probability_alive(x, tx, t))
-    out["expected_orders"] = np.asarray(bgnbd.conditional_expected_purchases(weeks, x, tx, t))
-    out["expected_order_value"] = np.asarray(
-        gg.conditional_expected_average_profit(x, summary["monetary_value"])
-    )
-    out["clv"] = np.asarray(
-        customer_lifetime_value(
-            bgnbd,
-            gg,
-            x,
-            tx,
-            t,
-            summary["monetary_value"],
-            months=months,
-            discount_rate_monthly=discount_rate_monthly,
-            period_days=7.0,
+    # A fit can converge to degenerate parameters (e.g. a, b → ∞ when nobody drops out) whose predictions
+    # overflow: computed quietly here and refused below, rather than returned as NaN.
+    with np.errstate(all="ignore"):
+        out, risk = _predictions(summary, bgnbd, gg, weeks, months, discount_rate_monthly)
+    predicted = out[["p_alive", "expected_orders", "expected_order_value", "clv"]].to_numpy()
+    if not np.isfinite(predicted).all():
+        raise InvalidInput(
+            "CLV models could not be fitted on these orders: the fitted parameters give no finite "
+            "prediction (the data may hold no dropout)"
         )
-    )
-    risk = churn_risk(bgnbd, x, tx, t)
     out["at_risk"] = risk["at_risk"].to_numpy()
     out["risk_reason"] = risk["reason"].to_numpy()
     out = out.reset_index().sort_values("clv", ascending=False)
@@ -184,3 +173,37 @@ def set_channel_costs(con: duckdb.DuckDBPyConnection, workspace_id: int, costs: 
         con.rollback()
         raise
     return len(frame)
+
+
+def _predictions(
+    summary: pd.DataFrame,
+    bgnbd: BetaGeoModel,
+    gg: GammaGammaModel,
+    weeks: float,
+    months: int,
+    discount_rate_monthly: float,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per purchaser: orders, P(alive), expected orders and order value, CLV; and the churn-risk frame."""
+    x, tx, t = summary["frequency"], summary["recency"], summary["T"]
+    out = pd.DataFrame(index=summary.index)
+    out["orders"] = x + 1
+    out["p_alive"] = np.asarray(bgnbd.conditional_probability_alive(x, tx, t))
+    out["expected_orders"] = np.asarray(bgnbd.conditional_expected_purchases(weeks, x, tx, t))
+    out["expected_order_value"] = np.asarray(
+        gg.conditional_expected_average_profit(x, summary["monetary_value"])
+    )
+    out["clv"] = np.asarray(
+        customer_lifetime_value(
+            bgnbd,
+            gg,
+            x,
+            tx,
+            t,
+            summary["monetary_value"],
+            months=months,
+            discount_rate_monthly=discount_rate_monthly,
+            period_days=7.0,
+        )
+    )
+    risk = churn_risk(bgnbd, x, tx, t)
+    return out, risk
