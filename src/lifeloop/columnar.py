@@ -150,23 +150,22 @@ class Workspace:
         live = fetch_tuples(conn, select(p.id).where(p.workspace_id == ws, p.merged_into.is_(None)))
         self.load("live", live, {"pid": "BIGINT"})
         self.load("survivors", _survivors(merged), {"pid": "BIGINT", "canonical": "BIGINT"})
-        # The copy's ``event`` is already the analytics name (track name, Page/Screen Viewed, else the type);
-        # event_name_sql maps both it and the tail's raw name to the conditions' name. The copy's
-        # ``interactive`` is the conditions' interaction (the same own events; names are at most 255
-        # characters): read, not recomputed per row.
+        # The copy's ``event`` is the analytics name (the track name; Page/Screen Viewed; else the type),
+        # the tail's the raw one: ``name_is`` reads it only for track calls, where both hold the track
+        # name. The copy's ``interactive`` is the conditions' interaction (the same own events; names are
+        # at most 255 characters): read, not recomputed per row.
         name = event_name_sql("type", "event")
         canonical = "coalesce(s.canonical, e.pid)" if merged else "e.pid"
         join = "LEFT JOIN survivors s ON s.pid = e.pid" if merged else ""
         self.db.execute(
             f"""
             CREATE OR REPLACE TEMP VIEW ev AS
-            SELECT {canonical} AS pid, name, interaction, ts, props
+            SELECT {canonical} AS pid, type, event, interaction, ts, props
             FROM (
-                SELECT profile_id AS pid, {name} AS name, interactive AS interaction, ts, properties AS props
+                SELECT profile_id AS pid, type, event, interactive AS interaction, ts, properties AS props
                 FROM events WHERE workspace_id = {ws} AND id <= {cursor}
                 UNION ALL
-                SELECT pid, name, {interaction_sql("type", "name")}, ts, props
-                FROM (SELECT pid, type, {name} AS name, ts, props FROM ev_tail)
+                SELECT pid, type, event, {interaction_sql("type", name)}, ts, props FROM ev_tail
             ) e {join}
             """
         )

@@ -11,8 +11,9 @@ they are compared, ``within`` keeps events later than ``now − window``, and ``
 
 The relations it reads (``lifeloop.columnar`` provides them):
 
-- ``ev``: one row per event of the workspace — ``pid`` (the surviving profile), ``name`` (the name
-  conditions use, ``profiles.computed.event_name``), ``interaction``, ``ts`` (UTC) and ``props`` (JSON);
+- ``ev``: one row per event of the workspace — ``pid`` (the surviving profile), ``type`` and ``event``
+  (the message type and the track name; ``name_is`` tests them for the name conditions use,
+  ``profiles.computed.event_name``), ``interaction``, ``ts`` (UTC) and ``props`` (JSON);
 - ``profile_traits(pid, doc)``, ``profile_tags(pid, tag, expires_at)``, ``profile_stages(pid, model,
   stage)``, ``profile_segments(pid, key)``: read only when a condition needs them.
 
@@ -65,6 +66,7 @@ from lifeloop.profiles.computed import (
     INTERACTION_TYPES,
     MAX_NAME,
     NON_INTERACTION_EVENTS,
+    TYPE_NAMES,
     day_start,
     epoch_day,
 )
@@ -107,12 +109,29 @@ def interaction_sql(type_column: str, name_column: str) -> str:
     return f"({type_column} IN ({types}) AND {user_named})"
 
 
+def name_is(name: str) -> str:
+    """``event_name(type, event) = name`` as tests of the ``type`` and ``event`` columns themselves: no name
+    is built per event (that string work cost more than the aggregates), and ``event`` is read for track
+    calls only, so the copy's names of page and screen calls and the log's raw ones test alike."""
+    tests = []
+    if name == "":
+        tests.append("(type = 'track' AND coalesce(event, '') = '')")
+    elif len(name) < MAX_NAME:
+        tests.append(f"(type = 'track' AND event = {text(name)})")
+    elif len(name) == MAX_NAME:  # names are cut to MAX_NAME characters: every longer name starting so
+        tests.append(f"(type = 'track' AND starts_with(event, {text(name)}))")
+    tests += [f"type = {text(kind)}" for kind, typed in TYPE_NAMES.items() if typed == name]
+    if name.startswith("$") and name[1:] not in ("track", *TYPE_NAMES):
+        tests.append(f"type = {text(name[1:])}")
+    return "(" + " OR ".join(tests) + ")" if tests else FALSE
+
+
 def _selects(selector: Selector | None) -> str:
     if selector is None:
         return TRUE
     if isinstance(selector, Interaction):
         return "interaction"
-    return f"name = {text(selector)}"
+    return name_is(selector)
 
 
 def _path(path: Sequence[str], suffix: str = "") -> str:
