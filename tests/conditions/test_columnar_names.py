@@ -26,7 +26,9 @@ EVENTS = [
     ("identify", "identify"),
     ("group", None),
 ]
-NAMES = sorted({event_name(t, e) for t, e in EVENTS} | {"Screen Viewed", "$track", "$page", "Pricing", "y", LONG + "y"})
+NAMES = sorted(
+    {event_name(t, e) for t, e in EVENTS} | {"Screen Viewed", "$track", "$page", "Pricing", "y", LONG + "y"}
+)
 
 
 @pytest.mark.parametrize("name", NAMES, ids=lambda n: n[:20] or "empty")
