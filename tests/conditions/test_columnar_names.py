@@ -1,4 +1,5 @@
-"""The columnar back end's name test on the type and event columns equals ``profiles.computed.event_name``."""
+"""The columnar back end's name test on the type and event columns equals ``profiles.computed.event_name``
+for every event ingest can store (a track call's name is 1 to 255 characters)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,8 @@ EVENTS = [
     ("track", "Order Completed"),
     ("track", "Page Viewed"),  # a track call may carry a type's name
     ("track", "$identify"),
-    ("track", ""),
-    ("track", None),
+    ("track", "it's 100% \\ok"),  # quoted as a literal
     ("track", LONG),
-    ("track", LONG + "y"),  # cut to MAX_NAME characters
     ("track", LONG[:-1]),
     ("page", None),
     ("page", "Page Viewed"),  # the analytics copy's name of a page call
@@ -26,12 +25,10 @@ EVENTS = [
     ("identify", "identify"),
     ("group", None),
 ]
-NAMES = sorted(
-    {event_name(t, e) for t, e in EVENTS} | {"Screen Viewed", "$track", "$page", "Pricing", "y", LONG + "y"}
-)
+NAMES = sorted({event_name(t, e) for t, e in EVENTS} | {"Screen Viewed", "$track", "$page", "Pricing", "y"})
 
 
-@pytest.mark.parametrize("name", NAMES, ids=lambda n: n[:20] or "empty")
+@pytest.mark.parametrize("name", NAMES, ids=lambda n: n[:20])
 def test_name_is_equals_event_name(name: str) -> None:
     con = duckdb.connect()
     con.execute("CREATE TABLE ev (n INTEGER, type VARCHAR, event VARCHAR)")

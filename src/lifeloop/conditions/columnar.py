@@ -27,6 +27,8 @@ import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+
 from lifeloop.conditions.ast import (
     FLIPPED,
     INTERACTION,
@@ -66,9 +68,9 @@ from lifeloop.profiles.computed import (
     INTERACTION_TYPES,
     MAX_NAME,
     NON_INTERACTION_EVENTS,
-    TYPE_NAMES,
     day_start,
     epoch_day,
+    raw_names,
 )
 
 _JSON_KINDS = {
@@ -77,6 +79,7 @@ _JSON_KINDS = {
     "bool": ("BOOLEAN",),
 }
 TRUE, FALSE = "TRUE", "FALSE"
+_EV = sa.table("ev", sa.column("type"), sa.column("event"))
 
 
 def text(value: str) -> str:
@@ -110,20 +113,12 @@ def interaction_sql(type_column: str, name_column: str) -> str:
 
 
 def name_is(name: str) -> str:
-    """``event_name(type, event) = name`` as tests of the ``type`` and ``event`` columns themselves: no name
-    is built per event (that string work cost more than the aggregates), and ``event`` is read for track
-    calls only, so the copy's names of page and screen calls and the log's raw ones test alike."""
-    tests = []
-    if name == "":
-        tests.append("(type = 'track' AND coalesce(event, '') = '')")
-    elif len(name) < MAX_NAME:
-        tests.append(f"(type = 'track' AND event = {text(name)})")
-    elif len(name) == MAX_NAME:  # names are cut to MAX_NAME characters: every longer name starting so
-        tests.append(f"(type = 'track' AND starts_with(event, {text(name)}))")
-    tests += [f"type = {text(kind)}" for kind, typed in TYPE_NAMES.items() if typed == name]
-    if name.startswith("$") and name[1:] not in ("track", *TYPE_NAMES):
-        tests.append(f"type = {text(name[1:])}")
-    return "(" + " OR ".join(tests) + ")" if tests else FALSE
+    """``event_name(type, event) = name`` as tests of the ``ev`` columns ``type`` and ``event`` themselves
+    (``profiles.computed.raw_names``, as the SQL back end tests the log): no name is built per event, which
+    cost more than the aggregates. ``event`` is read for track calls only, so the copy's names of page and
+    screen calls and the log's raw ones test alike."""
+    test = raw_names(_EV, name).compile(compile_kwargs={"literal_binds": True})
+    return f"({test})"
 
 
 def _selects(selector: Selector | None) -> str:

@@ -108,7 +108,7 @@ NON_INTERACTION_EVENTS = frozenset(
 )
 # Message types the user causes; identify/group/alias are bookkeeping, often sent by a backend.
 INTERACTION_TYPES = ("track", "page", "screen")
-TYPE_NAMES = {"page": "Page Viewed", "screen": "Screen Viewed"}
+_TYPE_NAMES = {"page": "Page Viewed", "screen": "Screen Viewed"}
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -130,7 +130,7 @@ def event_name(type_: str, event: str | None) -> str:
     """The name conditions use for an event: ``count("Page Viewed")`` counts page calls."""
     if type_ == "track":
         return (event or "")[:MAX_NAME]
-    return TYPE_NAMES.get(type_, f"${type_}")
+    return _TYPE_NAMES.get(type_, f"${type_}")
 
 
 def is_interaction_name(name: str) -> bool:
@@ -165,7 +165,7 @@ def raw_names(e: Any, selector: str | Any) -> ColumnElement[bool]:
         )
         return or_(e.c.type.in_([t for t in INTERACTION_TYPES if t != "track"]), track)
     named = and_(e.c.type == "track", e.c.event == selector)
-    for type_, name in TYPE_NAMES.items():
+    for type_, name in _TYPE_NAMES.items():
         if selector == name:
             return or_(named, e.c.type == type_)
     if selector.startswith("$") and selector[1:] not in INTERACTION_TYPES:
