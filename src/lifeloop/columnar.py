@@ -8,6 +8,11 @@ batch evaluation needs beyond the copy, read from the operational database at th
   run, events still settling on PostgreSQL, the stage events a recompute has just written) — each on the
   profile that survives merges (``profiles.merged_into``, chains followed);
 - ``live``: the profiles that were not merged away;
+- ``st_<source>``: the stored state (stages, recheck times, tags, memberships, merges;
+  ``lifeloop.store.state_log.SOURCES``) as the reading connection sees it. On SQLite they start from the
+  store's state copy (``lifeloop.analytics.state_copy``) and follow the state change log: each read
+  re-reads only the profiles logged since the last one, including the reading transaction's own writes.
+  Elsewhere each read reads the state tables;
 - ``profile_traits``, ``profile_tags``, ``profile_stages``, ``profile_segments``: only when a condition
   reads them (``ColumnarPlan.reads``), and only the tags, stages and segments it names.
 
@@ -26,17 +31,27 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from sqlalchemy import Connection, Engine, Select, String, cast, func, select, type_coerce
+from sqlalchemy import Connection, Engine, Select, String, cast, event, func, select, type_coerce
 
+from lifeloop.analytics.state_copy import (
+    arrow_rows,
+    changed_since,
+    copy_position,
+    insert_arrow,
+    log_position,
+    logged,
+    read_source,
+    source_types,
+)
 from lifeloop.analytics.store import open_store
-from lifeloop.audience.models import profile_tags, segment_members, segments
+from lifeloop.audience.models import segments
 from lifeloop.conditions.ast import Condition, HasTag, InSegment, InStage, walk
-from lifeloop.conditions.columnar import ColumnarPlan, event_name_sql, interaction_sql
+from lifeloop.conditions.columnar import ColumnarPlan, event_name_sql, interaction_sql, text
 from lifeloop.events.models import events
-from lifeloop.lifecycle.models import profile_stages
 from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect
-from lifeloop.store.rows import fetch_tuples, without_gc
+from lifeloop.store.rows import fetch_tuples
+from lifeloop.store.state_log import SOURCE, SOURCES, Source
 
 
 def json_text(conn: Connection, column: Any) -> Any:
@@ -61,14 +76,23 @@ class Workspace:
         self._log_end: int | None = None  # the newest event id ``ev`` holds
         self._values: tuple[str, ...] | None = None  # the aggregates ``agg`` holds
         self._traits_at: int | None = None  # the log position ``profile_traits`` was read at
+        self._state_seen: int | None = None  # the state log id ``st_*`` are current with (SQLite)
 
     def __enter__(self) -> Workspace:
         self.con = open_store(self.path)
+        # A rolled-back write transaction may have been read from (its own writes), and its log ids come
+        # back: start again from the copy.
+        event.listen(self.engine, "rollback", self._forget_state)
         return self
+
+    def _forget_state(self, conn: Connection) -> None:
+        if not conn.get_execution_options().get("read_only", False):  # a reader has no writes to forget
+            self._state_seen = None
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
+        event.remove(self.engine, "rollback", self._forget_state)
         if self.con is not None:
             self.con.close()
             self.con = None
@@ -92,15 +116,7 @@ class Workspace:
         """Replace the temporary table ``name`` by ``rows`` (tuples in ``types`` order), cast to ``types``.
 
         Rows go to DuckDB as Arrow columns: aware times become naive UTC, text times are cast by DuckDB."""
-        arrays = {}
-        with without_gc():
-            columns = list(zip(*rows, strict=True)) if rows else [() for _ in types]
-            for column, values in zip(types, columns, strict=True):
-                array = pa.array(values)
-                if pa.types.is_timestamp(array.type) and array.type.tz is not None:
-                    array = array.cast(pa.timestamp(array.type.unit))  # the same instants, in UTC, no zone
-                arrays[column] = array
-        self.db.register("_rows", pa.table(arrays))
+        self.db.register("_rows", arrow_rows(rows, types))
         selected = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in types.items())
         self.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {selected} FROM _rows")
         self.db.unregister("_rows")
@@ -129,7 +145,7 @@ class Workspace:
             "SELECT cursor FROM sync_state WHERE workspace_id = ? AND stream = 'events'", [ws]
         ).fetchall()
         cursor = int(rows[0][0] or 0) if rows else 0
-        e, p = events.c, profiles.c
+        e = events.c
         tail = select(
             e.profile_id, e.type, e.event, time_value(conn, e.timestamp), json_text(conn, e.properties)
         ).where(e.workspace_id == ws, e.id > cursor, e.profile_id.is_not(None))
@@ -141,14 +157,16 @@ class Workspace:
             "props": "VARCHAR",
         }
         self.load_query("ev_tail", tail, types, conn)
-        merged: dict[int, int] = {
-            loser: winner
-            for loser, winner in conn.execute(
-                select(p.id, p.merged_into).where(p.workspace_id == ws, p.merged_into.is_not(None))
-            )
-        }
-        live = fetch_tuples(conn, select(p.id).where(p.workspace_id == ws, p.merged_into.is_(None)))
-        self.load("live", live, {"pid": "BIGINT"})
+        self.state(conn, "profiles")
+        self.db.execute(
+            "CREATE OR REPLACE TEMP TABLE live AS "
+            "SELECT profile_id AS pid FROM st_profiles WHERE merged_into IS NULL"
+        )
+        merged: dict[int, int] = dict(
+            self.db.execute(
+                "SELECT profile_id, merged_into FROM st_profiles WHERE merged_into IS NOT NULL"
+            ).fetchall()
+        )
         self.load("survivors", _survivors(merged), {"pid": "BIGINT", "canonical": "BIGINT"})
         # The copy's ``event`` is the analytics name (the track name; Page/Screen Viewed; else the type),
         # the tail's the raw one: ``name_is`` reads it only for track calls, where both hold the track
@@ -190,33 +208,84 @@ class Workspace:
                     p.workspace_id == ws, p.merged_into.is_(None)
                 )
                 self.load_query("profile_traits", query, {"pid": "BIGINT", "doc": "VARCHAR"}, conn)
-            if any(isinstance(n, HasTag) for n in nodes):
-                t = profile_tags.c
-                names = sorted({n.tag for n in nodes if isinstance(n, HasTag)})
-                query = select(t.profile_id, t.tag, time_value(conn, t.expires_at)).where(
-                    t.workspace_id == ws, t.tag.in_(names)
+            tags = sorted({n.tag for n in nodes if isinstance(n, HasTag)})
+            stages = sorted({n.stage for n in nodes if isinstance(n, InStage)})
+            keys = sorted({n.key for n in nodes if isinstance(n, InSegment)})
+            self.state(
+                conn,
+                *(["tags"] if tags else []),
+                *(["stages"] if stages else []),
+                *(["members"] if keys else []),
+            )
+            if tags:
+                self.db.execute(
+                    "CREATE OR REPLACE TEMP VIEW profile_tags AS SELECT profile_id AS pid, tag, expires_at "
+                    f"FROM st_tags WHERE tag IN ({_texts(tags)})"
                 )
-                types = {"pid": "BIGINT", "tag": "VARCHAR", "expires_at": "TIMESTAMP"}
-                self.load_query("profile_tags", query, types, conn)
-            if any(isinstance(n, InStage) for n in nodes):
-                s = profile_stages.c
-                names = sorted({n.stage for n in nodes if isinstance(n, InStage)})
-                query = select(s.profile_id, s.model, s.stage).where(s.workspace_id == ws, s.stage.in_(names))
-                types = {"pid": "BIGINT", "model": "VARCHAR", "stage": "VARCHAR"}
-                self.load_query("profile_stages", query, types, conn)
-            if any(isinstance(n, InSegment) for n in nodes):
-                m, g = segment_members.c, segments.c
-                names = sorted({n.key for n in nodes if isinstance(n, InSegment)})
-                query = (
-                    select(m.profile_id, g.key)
-                    .select_from(
-                        segment_members.join(
-                            segments, (g.workspace_id == m.workspace_id) & (g.id == m.segment_id)
-                        )
-                    )
-                    .where(m.workspace_id == ws, g.key.in_(names))
+            if stages:
+                self.db.execute(
+                    "CREATE OR REPLACE TEMP VIEW profile_stages AS SELECT profile_id AS pid, model, stage "
+                    f"FROM st_stages WHERE stage IN ({_texts(stages)})"
                 )
-                self.load_query("profile_segments", query, {"pid": "BIGINT", "key": "VARCHAR"}, conn)
+            if keys:
+                g = segments.c
+                found = fetch_tuples(conn, select(g.id, g.key).where(g.workspace_id == ws, g.key.in_(keys)))
+                self.load("segment_keys", found, {"id": "BIGINT", "key": "VARCHAR"})
+                self.db.execute(
+                    "CREATE OR REPLACE TEMP VIEW profile_segments AS SELECT m.profile_id AS pid, k.key "
+                    "FROM st_members m JOIN segment_keys k ON k.id = m.segment_id"
+                )
+
+    # --- stored state -----------------------------------------------------------------------------
+    def state(self, conn: Connection | None, *names: str) -> None:
+        """Bring the temporary tables ``st_<name>`` up to the stored state as ``conn`` sees it (all sources
+        on SQLite, where that costs only the profiles logged since the last call)."""
+        with self.reading(conn) as reader:
+            if not logged(reader):
+                for name in names:
+                    self._read_source(reader, SOURCE[name])
+                return
+            end, pruned = log_position(reader, self.workspace_id)
+            seen = self._state_seen
+            if seen is None or seen < pruned or seen > end:
+                seen = self._start_state(reader, end, pruned)
+            if end > seen:
+                changed = changed_since(reader, self.workspace_id, seen, end)
+                for source in SOURCES:
+                    if changed[source.name]:
+                        self._read_source(reader, source, changed[source.name])
+            self._state_seen = end
+
+    def _start_state(self, conn: Connection, end: int, pruned: int) -> int:
+        """``st_*`` from the store's state copy when it is still on the log, else read in full; returns
+        the log id they are current with."""
+        ws = self.workspace_id
+        position = copy_position(self.db, ws)
+        if position is None or not pruned <= position <= end:
+            for source in SOURCES:
+                self._read_source(conn, source)
+            return end
+        for source in SOURCES:
+            columns = ", ".join(source_types(source))
+            self.db.execute(
+                f"CREATE OR REPLACE TEMP TABLE st_{source.name} AS "
+                f"SELECT {columns} FROM state_{source.name} WHERE workspace_id = {int(ws)}"
+            )
+        return position
+
+    def _read_source(self, conn: Connection, source: Source, profile_ids: set[int] | None = None) -> None:
+        """``st_<source>``: every stored row, or the rows of ``profile_ids`` replaced by the stored ones."""
+        types = source_types(source)
+        rows = arrow_rows(read_source(conn, source, self.workspace_id, profile_ids), types)
+        name = f"st_{source.name}"
+        if profile_ids is None:
+            columns = ", ".join(f"{c} {t}" for c, t in types.items())
+            self.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
+        else:
+            self.db.register("_changed", pa.table({"pid": pa.array(sorted(profile_ids), pa.int64())}))
+            self.db.execute(f"DELETE FROM {name} WHERE profile_id IN (SELECT pid FROM _changed)")
+            self.db.unregister("_changed")
+        insert_arrow(self.db, name, rows, types)
 
     # --- evaluation -------------------------------------------------------------------------------
     def values(self, plan: ColumnarPlan, conn: Connection | None = None) -> None:
@@ -248,16 +317,27 @@ class Workspace:
     ) -> list[int]:
         """Ids of the live profiles satisfying ``condition``, ascending (``conditions.matching_profiles``).
         Conditions compiled into one shared ``plan`` share its values, computed once."""
+        self.match(condition, plan=plan, conn=conn)
+        return self.ids("SELECT pid FROM matched WHERE hit ORDER BY pid")
+
+    def match(
+        self, condition: Condition, *, plan: ColumnarPlan | None = None, conn: Connection | None = None
+    ) -> None:
+        """The temporary table ``matched(pid, hit)``: every live profile, and whether it satisfies
+        ``condition``."""
         plan = plan or self.plan
         test = plan.test(condition)
         self.load_state(plan, [condition], conn)
         self.evaluate("matched", plan, {"hit": test}, conn)
-        return self.ids("SELECT pid FROM matched WHERE hit ORDER BY pid")
 
     def ids(self, sql: str, parameters: Sequence[Any] = ()) -> list[int]:
         """The first column of ``sql`` as Python ints."""
         column = self.db.execute(sql, list(parameters)).fetchnumpy()
         return [int(v) for v in next(iter(column.values()))] if column else []
+
+
+def _texts(values: Iterable[str]) -> str:
+    return ", ".join(text(v) for v in values)
 
 
 def _survivors(merged: dict[int, int]) -> list[tuple[int, int]]:

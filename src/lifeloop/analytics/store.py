@@ -9,10 +9,12 @@ Tables (all keyed by ``workspace_id``):
 - ``channel_costs`` acquisition cost per channel and day (for channel ROI);
 - ``rfm_scores``   the last RFM scoring (see ``lifeloop.analytics.rfm``);
 - ``profile_days``, ``profile_summary``, ``cohort_counts``, ``rollup_state``: per-profile rollups the sync
-  keeps current with the events (see ``lifeloop.analytics.rollups``).
+  keeps current with the events (see ``lifeloop.analytics.rollups``);
+- ``state_*``: a copy of the stored stages, recheck times, tags, memberships and merges, for the batch
+  recompute (see ``lifeloop.analytics.state_copy``).
 
 Opening a store written by an older schema version adds the missing tables and rebuilds the rollups from
-its events (version 1 → 2: the rollups).
+its events (version 1 → 2: the rollups; 2 → 3: the state copy, empty until the next sync).
 
 DuckDB allows one writing process per file. Connections are opened per operation and closed quickly;
 opening retries while another process holds the lock (e.g. ``lifeloop worker`` syncing while the API reads).
@@ -29,10 +31,10 @@ from pathlib import Path
 
 import duckdb
 
-from lifeloop.analytics import rollups
+from lifeloop.analytics import rollups, state_copy
 from lifeloop.errors import LifeloopError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -138,7 +140,7 @@ def open_store(path: str | Path, *, timeout: float = 30.0) -> duckdb.DuckDBPyCon
     found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'store_meta'").fetchall()
     if not found[0][0]:
         with _schema_lock:
-            con.execute(SCHEMA + rollups.SCHEMA)
+            con.execute(SCHEMA + rollups.SCHEMA + state_copy.SCHEMA)
             con.execute(
                 "INSERT INTO store_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
                 [str(SCHEMA_VERSION)],
@@ -160,7 +162,7 @@ def _upgrade(con: duckdb.DuckDBPyConnection) -> None:
     try:
         version = _version(con)
         if version < SCHEMA_VERSION:
-            con.execute(SCHEMA + rollups.SCHEMA)
+            con.execute(SCHEMA + rollups.SCHEMA + state_copy.SCHEMA)  # version 3: the state copy
             if version < 2:  # the rollups appeared in version 2: build them from the events already here
                 rollups.rebuild(con, transaction=False)
             con.execute(

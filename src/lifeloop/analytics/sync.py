@@ -37,6 +37,7 @@ import pandas as pd
 from sqlalchemy import Engine, func, select
 
 from lifeloop.analytics.rollups import append_events
+from lifeloop.analytics.state_copy import sync_state_copy
 from lifeloop.analytics.store import open_store
 from lifeloop.events.models import events
 from lifeloop.profiles.computed import NON_INTERACTION_EVENTS
@@ -82,6 +83,7 @@ Progress = Callable[[int, int], None]  # (rows just copied, rows still to copy a
 class SyncReport:
     events: int = 0
     profiles: int = 0
+    state_profiles: int = 0  # profiles whose stored state was re-read for the state copy
     chunks: int = 0
     workspaces: list[int] = field(default_factory=list)
     # Per workspace: the first event id still waiting for identity resolution (sync stops before it).
@@ -363,7 +365,8 @@ def sync(
     settle_seconds: float | None = None,
     progress: Progress | None = None,
 ) -> SyncReport:
-    """Copy new resolved events and changed profiles of one or every workspace into the store at ``path``.
+    """Copy new resolved events and changed profiles of one or every workspace into the store at ``path``,
+    and bring its copy of the stored state up to date (``state_copy``).
 
     Idempotent and resumable: safe to run from several places (worker, CLI) one after another, and to
     rerun after a crash. ``progress(copied, remaining)`` is called after each committed chunk.
@@ -381,6 +384,7 @@ def sync(
             report.workspaces.append(ws)
             _sync_events(engine, con, ws, tz, chunk_size, settle, report, progress)
             _sync_profiles(engine, con, ws, chunk_size, report)
+            report.state_profiles += sync_state_copy(engine, con, ws)
     finally:
         con.close()
     return report

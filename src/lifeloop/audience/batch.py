@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, literal, select, update
+from sqlalchemy import Connection, Engine, case, func, select, update
 
 from lifeloop.analytics.sync import sync
 from lifeloop.audience.definitions import (
@@ -40,15 +40,15 @@ from lifeloop.audience.state import (
     set_memberships,
     tag_values,
 )
-from lifeloop.columnar import Workspace, time_value
+from lifeloop.columnar import Workspace
 from lifeloop.conditions import matching_profiles
 from lifeloop.conditions.ast import InStage
-from lifeloop.conditions.columnar import ColumnarPlan, timestamp
+from lifeloop.conditions.columnar import ColumnarPlan, text, timestamp
 from lifeloop.conditions.evaluator import lookup
 from lifeloop.conditions.sql_json import Json, JsonSql
 from lifeloop.events.models import events
 from lifeloop.lifecycle import service as lifecycle
-from lifeloop.lifecycle.columnar import RECHECK_TYPES, aware
+from lifeloop.lifecycle.columnar import aware
 from lifeloop.lifecycle.models import lifecycle_rechecks
 from lifeloop.lifecycle.rechecks import recheck_candidates, store_rechecks
 from lifeloop.profiles.computed import raw_names
@@ -170,20 +170,15 @@ def apply_definition(
     plan: ColumnarPlan | None = None,
 ) -> list[Change]:
     """Write one tag rule's holders or one segment's members as its query finds them: SQL on the
-    operational database, or DuckDB on ``columnar`` (with the values of a shared ``plan``)."""
+    operational database, or DuckDB on ``columnar`` (with the values of a shared ``plan``, and compared
+    there with the stored holders or members)."""
+    key = definition.key
     if columnar is not None:
-        matching = set(columnar.matching(definition.condition, plan=plan, conn=conn))
+        added, removed = _columnar_differences(conn, columnar, definition, plan or columnar.plan)
     else:
         matching = set(matching_profiles(conn, workspace_id, definition.condition, now=now))
-    key = definition.key
+        added, removed = _differences(conn, workspace_id, definition, matching, now)
     if definition.kind == TAG_RULE:
-        t = profile_tags.c
-        held = select(t.profile_id, t.kind).where(
-            t.workspace_id == workspace_id, t.tag == key, t.expires_at.is_(None) | (t.expires_at > now)
-        )
-        holders: dict[int, str] = dict(fetch_tuples(conn, held))
-        added = sorted(matching - set(holders))
-        removed = sorted(p for p, kind in holders.items() if kind == "rule" and p not in matching)
         rule = TagState("rule", None)
         given = [(pid, key, rule) for pid in added]
         put_tags(
@@ -201,17 +196,58 @@ def apply_definition(
         return [Change(pid, "tag", key, "added", reason) for pid in added] + [
             Change(pid, "tag", key, "removed", reason) for pid in removed
         ]
-    m = segment_members.c
-    query = select(m.profile_id).where(m.workspace_id == workspace_id, m.segment_id == definition.id)
-    members = {pid for (pid,) in fetch_tuples(conn, query)}
     changes: list[Change] = []
-    for entered, pids in ((True, sorted(matching - members)), (False, sorted(members - matching))):
+    for entered, pids in ((True, added), (False, removed)):
         set_memberships(
             conn, workspace_id, definition.id, key, pids, entered, now=now, reason=reason, emits=emits
         )
         action = "entered" if entered else "exited"
         changes += [Change(pid, "segment", key, action, reason) for pid in pids]
     return changes
+
+
+def _differences(
+    conn: Connection, workspace_id: int, definition: Definition, matching: set[int], now: datetime
+) -> tuple[list[int], list[int]]:
+    """(profiles to give the tag or let enter, profiles to take it from or let exit), against the
+    operational database: a tag held for another reason (manual, event) is not a rule's to remove."""
+    if definition.kind == TAG_RULE:
+        t = profile_tags.c
+        held = select(t.profile_id, t.kind).where(
+            t.workspace_id == workspace_id,
+            t.tag == definition.key,
+            t.expires_at.is_(None) | (t.expires_at > now),
+        )
+        holders: dict[int, str] = dict(fetch_tuples(conn, held))
+        removed = sorted(p for p, kind in holders.items() if kind == "rule" and p not in matching)
+        return sorted(matching - set(holders)), removed
+    m = segment_members.c
+    query = select(m.profile_id).where(m.workspace_id == workspace_id, m.segment_id == definition.id)
+    members = {pid for (pid,) in fetch_tuples(conn, query)}
+    return sorted(matching - members), sorted(members - matching)
+
+
+def _columnar_differences(
+    conn: Connection, columnar: Workspace, definition: Definition, plan: ColumnarPlan
+) -> tuple[list[int], list[int]]:
+    """``_differences`` in DuckDB, against the stored state as ``conn`` sees it (``Workspace.state``)."""
+    columnar.match(definition.condition, plan=plan, conn=conn)
+    if definition.kind == TAG_RULE:
+        columnar.state(conn, "tags")
+        held = (
+            f"SELECT profile_id, kind FROM st_tags WHERE tag = {text(definition.key)} "
+            f"AND (expires_at IS NULL OR expires_at > {timestamp(columnar.now)})"
+        )
+        added = f"SELECT pid FROM matched WHERE hit EXCEPT SELECT profile_id FROM ({held})"
+        removed = (
+            f"SELECT profile_id FROM ({held}) WHERE kind = 'rule' EXCEPT SELECT pid FROM matched WHERE hit"
+        )
+    else:
+        columnar.state(conn, "members")
+        members = f"SELECT profile_id FROM st_members WHERE segment_id = {int(definition.id)}"
+        added = f"SELECT pid FROM matched WHERE hit EXCEPT {members}"
+        removed = f"{members} EXCEPT SELECT pid FROM matched WHERE hit"
+    return columnar.ids(f"{added} ORDER BY 1"), columnar.ids(f"{removed} ORDER BY 1")
 
 
 def _write_rechecks(
@@ -342,28 +378,25 @@ def _columnar_rechecks(
     with the tag expiries and (when a condition reads a stage) the lifecycle rechecks read from the
     operational database; only the rechecks that differ from the stored ones are written."""
     ws, now = columnar.workspace_id, columnar.now
+    a = audience_rechecks.c
     with connect(engine) as conn:
         audience = load(conn, ws)
         conditions = audience.conditions()
         plan = columnar.plan
         columnar.evaluate("audience_targets", plan, {"recheck_at": plan.recheck(conditions)}, conn)
-        t, r, a = profile_tags.c, lifecycle_rechecks.c, audience_rechecks.c
-        expiring = select(t.profile_id, time_value(conn, t.expires_at)).where(
-            t.workspace_id == ws, t.expires_at > now
-        )
-        columnar.load_query("tag_expiries", expiring, RECHECK_TYPES, conn)  # the index holds both columns
-        staged = any(uses(c, InStage) for c in conditions)
-        stage_rechecks = select(r.profile_id, time_value(conn, r.recheck_at)).where(r.workspace_id == ws)
-        columnar.load_query("stage_rechecks", stage_rechecks.where(literal(staged)), RECHECK_TYPES, conn)
-        stored = select(a.profile_id, time_value(conn, a.recheck_at)).where(a.workspace_id == ws)
-        columnar.load_query("current_rechecks", stored, RECHECK_TYPES, conn)
-    soonest = timestamp(now + LIFECYCLE_LAG)
+        columnar.state(conn, "tags", "stage_rechecks", "audience_rechecks")
+    staged = "TRUE" if any(uses(c, InStage) for c in conditions) else "FALSE"
+    soonest, at = timestamp(now + LIFECYCLE_LAG), timestamp(now)
     rows = columnar.db.execute(
         f"""
         WITH staged AS (
-            SELECT pid, min(greatest(recheck_at, {soonest})) AS moment FROM stage_rechecks GROUP BY pid
+            SELECT profile_id AS pid, min(greatest(recheck_at, {soonest})) AS moment
+            FROM st_stage_rechecks WHERE {staged} GROUP BY profile_id
         ), expiring AS (
-            SELECT pid, min(recheck_at) AS moment FROM tag_expiries GROUP BY pid
+            SELECT profile_id AS pid, min(expires_at) AS moment
+            FROM st_tags WHERE expires_at > {at} GROUP BY profile_id
+        ), current_rechecks AS (
+            SELECT profile_id AS pid, recheck_at FROM st_audience_rechecks
         ), target AS (
             SELECT t.pid, least(t.recheck_at, x.moment, s.moment) AS moment
             FROM audience_targets t

@@ -1,9 +1,11 @@
 """Batch recompute of stages on the columnar copy of the events (``lifeloop.columnar``).
 
 Every live profile's stage and recheck time come from one DuckDB query (a scan of the event columns);
-they are compared with the stored stages and rechecks there, so only the profiles whose stage or recheck
-changed are read again and written, in transactions of ``chunk_size`` profiles. The writes are those of
-the other paths (``bulk.record_changes``, ``bulk.replace_rechecks``), so the three leave the same rows.
+they are compared there with the stored stages and rechecks (``Workspace.state``: on SQLite the
+analytics store's copy, brought up to date from the state change log), so only the profiles whose stage
+or recheck changed are read again and written, in transactions of ``chunk_size`` profiles. The writes
+are those of the other paths (``bulk.record_changes``, ``bulk.replace_rechecks``), so the three leave the
+same rows.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, select
 
-from lifeloop.columnar import Workspace, time_value
+from lifeloop.columnar import Workspace
 from lifeloop.conditions.columnar import text
 from lifeloop.lifecycle.bulk import StageChange, record_changes, replace_rechecks
 from lifeloop.lifecycle.definition import LifecycleModel
-from lifeloop.lifecycle.models import lifecycle_rechecks, profile_stages
+from lifeloop.lifecycle.models import profile_stages
 from lifeloop.store.engine import transaction
 from lifeloop.store.rows import IN_CHUNK
 
@@ -56,30 +58,22 @@ def recompute_stages(
     stage_targets(columnar, model)
     clock("stages", started)
     started = time.perf_counter()
-    s, r = profile_stages.c, lifecycle_rechecks.c
-
-    def current(conn: Connection) -> None:
-        scope = (s.workspace_id == ws, s.model == model.key)
-        columnar.load_query("current_stages", select(s.profile_id, s.stage).where(*scope), STAGE_TYPES, conn)
-        query = select(r.profile_id, time_value(conn, r.recheck_at)).where(
-            r.workspace_id == ws, r.model == model.key
-        )
-        columnar.load_query("current_rechecks", query, RECHECK_TYPES, conn)
-
-    transaction(engine, current)
-    db = columnar.db
+    columnar.state(None, "stages", "stage_rechecks")
+    db, key = columnar.db, text(model.key)
     moved = dict(
         db.execute(
-            "SELECT t.pid, t.stage FROM stage_targets t LEFT JOIN current_stages c ON c.pid = t.pid "
+            "SELECT t.pid, t.stage FROM stage_targets t "
+            f"LEFT JOIN (SELECT * FROM st_stages WHERE model = {key}) c ON c.profile_id = t.pid "
             "WHERE t.stage IS DISTINCT FROM c.stage"
         ).fetchall()
     )
     rescheduled: dict[int, datetime | None] = {
         pid: aware(at)
         for pid, at in db.execute(
-            "SELECT coalesce(t.pid, c.pid), t.recheck_at "
+            "SELECT coalesce(t.pid, c.profile_id), t.recheck_at "
             "FROM (SELECT pid, recheck_at FROM stage_targets WHERE recheck_at IS NOT NULL) t "
-            "FULL JOIN current_rechecks c ON c.pid = t.pid WHERE t.recheck_at IS DISTINCT FROM c.recheck_at"
+            f"FULL JOIN (SELECT * FROM st_stage_rechecks WHERE model = {key}) c ON c.profile_id = t.pid "
+            "WHERE t.recheck_at IS DISTINCT FROM c.recheck_at"
         ).fetchall()
     }
     clock("compare", started)
@@ -96,10 +90,6 @@ def recompute_stages(
     )
     clock("changes", started)
     return changes
-
-
-STAGE_TYPES = {"pid": "BIGINT", "stage": "VARCHAR"}
-RECHECK_TYPES = {"pid": "BIGINT", "recheck_at": "TIMESTAMP"}
 
 
 def write_changes(
