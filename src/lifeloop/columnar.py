@@ -34,6 +34,7 @@ import pyarrow as pa
 from sqlalchemy import Connection, Engine, Select, String, cast, event, func, select, type_coerce
 
 from lifeloop.analytics.state_copy import (
+    Narrowing,
     arrow_rows,
     changed_since,
     copy_position,
@@ -211,12 +212,15 @@ class Workspace:
             tags = sorted({n.tag for n in nodes if isinstance(n, HasTag)})
             stages = sorted({n.stage for n in nodes if isinstance(n, InStage)})
             keys = sorted({n.key for n in nodes if isinstance(n, InSegment)})
-            self.state(
-                conn,
-                *(["tags"] if tags else []),
-                *(["stages"] if stages else []),
-                *(["members"] if keys else []),
-            )
+            g = segments.c
+            query = select(g.id, g.key).where(g.workspace_id == ws, g.key.in_(keys))
+            found = fetch_tuples(conn, query) if keys else []
+            wanted: dict[str, Narrowing] = {
+                "tags": ("tag", tags),
+                "stages": ("stage", stages),
+                "members": ("segment_id", [i for i, _ in found]),
+            }
+            self.state(conn, *(name for name, (_, values) in wanted.items() if values), narrow=wanted)
             if tags:
                 self.db.execute(
                     "CREATE OR REPLACE TEMP VIEW profile_tags AS SELECT profile_id AS pid, tag, expires_at "
@@ -228,8 +232,6 @@ class Workspace:
                     f"FROM st_stages WHERE stage IN ({_texts(stages)})"
                 )
             if keys:
-                g = segments.c
-                found = fetch_tuples(conn, select(g.id, g.key).where(g.workspace_id == ws, g.key.in_(keys)))
                 self.load("segment_keys", found, {"id": "BIGINT", "key": "VARCHAR"})
                 self.db.execute(
                     "CREATE OR REPLACE TEMP VIEW profile_segments AS SELECT m.profile_id AS pid, k.key "
@@ -237,13 +239,15 @@ class Workspace:
                 )
 
     # --- stored state -----------------------------------------------------------------------------
-    def state(self, conn: Connection | None, *names: str) -> None:
+    def state(self, conn: Connection | None, *names: str, narrow: dict[str, Narrowing] | None = None) -> None:
         """Bring the temporary tables ``st_<name>`` up to the stored state as ``conn`` sees it (all sources
-        on SQLite, where that costs only the profiles logged since the last call)."""
+        on SQLite, where that costs only the profiles logged since the last call). Without the log,
+        each named source is read again, and only the rows ``narrow`` lets through (per source, a
+        column and the values the caller will look at)."""
         with self.reading(conn) as reader:
             if not logged(reader):
                 for name in names:
-                    self._read_source(reader, SOURCE[name])
+                    self._read_source(reader, SOURCE[name], narrow=(narrow or {}).get(name))
                 return
             end, pruned = log_position(reader, self.workspace_id)
             seen = self._state_seen
@@ -273,10 +277,17 @@ class Workspace:
             )
         return position
 
-    def _read_source(self, conn: Connection, source: Source, profile_ids: set[int] | None = None) -> None:
-        """``st_<source>``: every stored row, or the rows of ``profile_ids`` replaced by the stored ones."""
+    def _read_source(
+        self,
+        conn: Connection,
+        source: Source,
+        profile_ids: set[int] | None = None,
+        narrow: Narrowing | None = None,
+    ) -> None:
+        """``st_<source>``: every stored row (that ``narrow`` lets through), or the rows of ``profile_ids``
+        replaced by the stored ones."""
         types = source_types(source)
-        rows = arrow_rows(read_source(conn, source, self.workspace_id, profile_ids), types)
+        rows = arrow_rows(read_source(conn, source, self.workspace_id, profile_ids, narrow), types)
         name = f"st_{source.name}"
         if profile_ids is None:
             columns = ", ".join(f"{c} {t}" for c, t in types.items())

@@ -72,17 +72,26 @@ def source_types(source: Source) -> dict[str, str]:
     return {"profile_id": "BIGINT", **source.columns}
 
 
+Narrowing = tuple[str, Sequence[Any]]  # (a copied column, the values of it to read)
+
+
 def read_source(
-    conn: Connection, source: Source, workspace_id: int, profile_ids: Iterable[int] | None = None
+    conn: Connection,
+    source: Source,
+    workspace_id: int,
+    profile_ids: Iterable[int] | None = None,
+    narrow: Narrowing | None = None,
 ) -> list[tuple[Any, ...]]:
-    """``source``'s rows of a workspace (of ``profile_ids`` only, when given), in ``source_types`` order.
-    Times stay text on SQLite: DuckDB casts them."""
+    """``source``'s rows of a workspace (of ``profile_ids`` only, and with ``narrow``'s values only, when
+    given), in ``source_types`` order. Times stay text on SQLite: DuckDB casts them."""
     t = table(
         source.table, column("workspace_id"), column(source.profile_column), *map(column, source.columns)
     )
     query = select(t.c[source.profile_column], *(t.c[c] for c in source.columns)).where(
         t.c.workspace_id == workspace_id
     )
+    if narrow is not None:
+        query = query.where(t.c[narrow[0]].in_(list(narrow[1])))
     if profile_ids is None:
         return fetch_tuples(conn, query)
     rows: list[tuple[Any, ...]] = []

@@ -233,7 +233,7 @@ def _columnar_differences(
     """``_differences`` in DuckDB, against the stored state as ``conn`` sees it (``Workspace.state``)."""
     columnar.match(definition.condition, plan=plan, conn=conn)
     if definition.kind == TAG_RULE:
-        columnar.state(conn, "tags")
+        columnar.state(conn, "tags", narrow={"tags": ("tag", [definition.key])})
         held = (
             f"SELECT profile_id, kind FROM st_tags WHERE tag = {text(definition.key)} "
             f"AND (expires_at IS NULL OR expires_at > {timestamp(columnar.now)})"
@@ -243,7 +243,7 @@ def _columnar_differences(
             f"SELECT profile_id FROM ({held}) WHERE kind = 'rule' EXCEPT SELECT pid FROM matched WHERE hit"
         )
     else:
-        columnar.state(conn, "members")
+        columnar.state(conn, "members", narrow={"members": ("segment_id", [definition.id])})
         members = f"SELECT profile_id FROM st_members WHERE segment_id = {int(definition.id)}"
         added = f"SELECT pid FROM matched WHERE hit EXCEPT {members}"
         removed = f"{members} EXCEPT SELECT pid FROM matched WHERE hit"

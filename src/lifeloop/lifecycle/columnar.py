@@ -58,7 +58,10 @@ def recompute_stages(
     stage_targets(columnar, model)
     clock("stages", started)
     started = time.perf_counter()
-    columnar.state(None, "stages", "stage_rechecks")
+    this_model = ("model", [model.key])
+    columnar.state(
+        None, "stages", "stage_rechecks", narrow={"stages": this_model, "stage_rechecks": this_model}
+    )
     db, key = columnar.db, text(model.key)
     moved = dict(
         db.execute(
