@@ -23,7 +23,7 @@ from lifeloop.audience import definitions
 from lifeloop.columnar import Workspace
 from lifeloop.recompute import recompute_workspace
 from lifeloop.store.schema import utcnow
-from lifeloop.store.state_log import SOURCES, Source, state_changes
+from lifeloop.store.state_log import SOURCE, SOURCES, Source, state_changes
 from tests.conftest import Brand
 from tests.lifecycle.test_recompute_scale import histories, install, send
 
@@ -189,7 +189,7 @@ def test_a_copy_behind_the_pruned_log_reads_everything_again(
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM profile_tags WHERE workspace_id = :ws"), {"ws": ws})
     report = sync(engine, second, workspace_id=ws)  # missed the pruned change: a full read
-    assert report.state_profiles == len(stored(engine, next(s for s in SOURCES if s.name == "profiles"), ws))
+    assert report.state_profiles == len(stored(engine, SOURCE["profiles"], ws))
     assert_copy_current(engine, second, ws)
     sync(engine, first, workspace_id=ws)
     assert_copy_current(engine, first, ws)
@@ -201,7 +201,7 @@ def test_the_working_state_forgets_a_rolled_back_transaction(
     path, ws = tmp_path / "analytics.duckdb", brand.workspace_id
     populated(engine, brand, path)
     sync(engine, path, workspace_id=ws)
-    tags = next(s for s in SOURCES if s.name == "tags")
+    tags = SOURCE["tags"]
     with Workspace(engine, ws, path, now=utcnow()) as columnar:
         with pytest.raises(RuntimeError), engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM profile_tags WHERE workspace_id = :ws"), {"ws": ws})

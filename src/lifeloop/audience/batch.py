@@ -375,8 +375,8 @@ def _columnar_rechecks(
     on_progress: Callable[[int, int], None] | None,
 ) -> None:
     """``_write_rechecks`` for every live profile on the columnar copy: the conditions' moments in DuckDB,
-    with the tag expiries and (when a condition reads a stage) the lifecycle rechecks read from the
-    operational database; only the rechecks that differ from the stored ones are written."""
+    with the tag expiries and (when a condition reads a stage) the lifecycle rechecks as stored
+    (``Workspace.state``); only the rechecks that differ from the stored ones are written."""
     ws, now = columnar.workspace_id, columnar.now
     a = audience_rechecks.c
     with connect(engine) as conn:
