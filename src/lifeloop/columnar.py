@@ -33,6 +33,7 @@ import duckdb
 import pyarrow as pa
 from sqlalchemy import Connection, Engine, Select, String, cast, event, func, select, type_coerce
 
+from lifeloop.analytics import rollups
 from lifeloop.analytics.state_copy import (
     Narrowing,
     arrow_rows,
@@ -53,6 +54,8 @@ from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect
 from lifeloop.store.rows import fetch_tuples
 from lifeloop.store.state_log import SOURCE, SOURCES, Source
+
+STATEFUL = (HasTag, InStage, InSegment)  # what conditions read of the state a recompute writes
 
 
 def json_text(conn: Connection, column: Any) -> Any:
@@ -78,6 +81,8 @@ class Workspace:
         self._values: tuple[str, ...] | None = None  # the aggregates ``agg`` holds
         self._traits_at: int | None = None  # the log position ``profile_traits`` was read at
         self._state_seen: int | None = None  # the state log id ``st_*`` are current with (SQLite)
+        self._together: dict[Condition, str] = {}  # conditions evaluated by ``match_together``: their column
+        self._together_at: int | None = None  # the ``_log_end`` they were evaluated at
 
     def __enter__(self) -> Workspace:
         self.con = open_store(self.path)
@@ -176,19 +181,73 @@ class Workspace:
         name = event_name_sql("type", "event")
         canonical = "coalesce(s.canonical, e.pid)" if merged else "e.pid"
         join = "LEFT JOIN survivors s ON s.pid = e.pid" if merged else ""
+        columns = f"{canonical} AS pid, type, event, interaction, ts, props"
         self.db.execute(
             f"""
-            CREATE OR REPLACE TEMP VIEW ev AS
-            SELECT {canonical} AS pid, type, event, interaction, ts, props
-            FROM (
-                SELECT profile_id AS pid, type, event, interactive AS interaction, ts, properties AS props
-                FROM events WHERE workspace_id = {ws} AND id <= {cursor}
-                UNION ALL
-                SELECT pid, type, event, {interaction_sql("type", name)}, ts, props FROM ev_tail
+            CREATE OR REPLACE TEMP VIEW ev_new AS SELECT {columns} FROM (
+                SELECT pid, type, event, {interaction_sql("type", name)} AS interaction, ts, props
+                FROM ev_tail
             ) e {join}
             """
         )
+        self.db.execute(
+            f"""
+            CREATE OR REPLACE TEMP VIEW ev AS
+            SELECT {columns} FROM (
+                SELECT profile_id AS pid, type, event, interactive AS interaction, ts, properties AS props
+                FROM events WHERE workspace_id = {ws} AND id <= {cursor}
+            ) e {join}
+            UNION ALL SELECT * FROM ev_new
+            """
+        )
+        self._read_activity()
         self._log_end, self._values = end, None
+
+    def _read_activity(self) -> None:
+        """``act``: per profile, the values ``conditions.columnar.ACTIVITY_COLUMNS`` names, from the
+        analytics store's ``profile_activity`` when it holds exactly the copied events (else grouped from
+        ``ev``). Profiles that merges or the tail touch are combined from their rows; the others' rows are
+        read as kept."""
+        ws = self.workspace_id
+        folded = rollups.read_rollups(self.db, ws)
+        aggregates = (
+            "count(*) AS events, min(ts) AS first_ts, max(ts) AS last_ts, "
+            "count(*) FILTER (WHERE interaction) AS interactions, "
+            "min(ts) FILTER (WHERE interaction) AS first_interaction, "
+            "max(ts) FILTER (WHERE interaction) AS last_interaction"
+        )
+        if folded is None:
+            self.db.execute(
+                f"CREATE OR REPLACE TEMP VIEW act AS SELECT pid, {aggregates} FROM ev GROUP BY pid"
+            )
+            return
+        kept = "events, first_ts, last_ts, interactions, first_interaction, last_interaction"
+        combined = (
+            "sum(events)::BIGINT AS events, min(first_ts) AS first_ts, max(last_ts) AS last_ts, "
+            "sum(interactions)::BIGINT AS interactions, min(first_interaction) AS first_interaction, "
+            "max(last_interaction) AS last_interaction"
+        )
+        self.db.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE act_moved AS
+            SELECT pid FROM survivors UNION SELECT canonical FROM survivors UNION SELECT pid FROM ev_new
+            """
+        )
+        self.db.execute(
+            f"""
+            CREATE OR REPLACE TEMP VIEW act AS
+            SELECT profile_id AS pid, {kept} FROM profile_activity
+            WHERE workspace_id = {ws} AND profile_id NOT IN (SELECT pid FROM act_moved)
+            UNION ALL
+            SELECT pid, {combined} FROM (
+                SELECT coalesce(s.canonical, a.profile_id) AS pid, {kept}
+                FROM profile_activity a LEFT JOIN survivors s ON s.pid = a.profile_id
+                WHERE a.workspace_id = {ws} AND a.profile_id IN (SELECT pid FROM act_moved)
+                UNION ALL
+                SELECT pid, {aggregates} FROM ev_new GROUP BY pid
+            ) GROUP BY pid
+            """
+        )
 
     def load_state(
         self, plan: ColumnarPlan, conditions: Iterable[Any], conn: Connection | None = None
@@ -315,12 +374,10 @@ class Workspace:
         ``agg``, ``traits`` and the state relations, as ``plan`` compiled them)."""
         self.values(plan, conn)
         selected = "".join(f", {expression} AS {column}" for column, expression in columns.items())
-        traits = "LEFT JOIN profile_traits traits ON traits.pid = p.pid" if "traits" in plan.reads else ""
+        traits = "LEFT JOIN profile_traits traits ON traits.pid = agg.pid" if "traits" in plan.reads else ""
+        # ``agg`` has a row per live profile (``values_query``), so it is the list of profiles too.
         self.db.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE {name} AS
-            SELECT p.pid{selected} FROM live p LEFT JOIN agg ON agg.pid = p.pid {traits}
-            """
+            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT agg.pid AS pid{selected} FROM agg {traits}"
         )
 
     def matching(
@@ -331,15 +388,39 @@ class Workspace:
         self.match(condition, plan=plan, conn=conn)
         return self.ids("SELECT pid FROM matched WHERE hit ORDER BY pid")
 
+    def match_together(self, conditions: Iterable[Condition], conn: Connection | None = None) -> None:
+        """Evaluate those of ``conditions`` that read no tag, stage or segment in one pass over ``agg``
+        (``matched_all``, a column each): ``match`` then reads their column for as long as the event log
+        is as it was. The others read state that the caller may write in between, so ``match`` evaluates
+        them when asked."""
+        free = [c for c in dict.fromkeys(conditions) if not any(isinstance(n, STATEFUL) for n in walk(c))]
+        self._together = {}
+        if not free:
+            return
+        plan = self.plan
+        self.load_state(plan, free, conn)
+        columns = {f"h{n}": plan.test(c) for n, c in enumerate(free)}
+        self.evaluate("matched_all", plan, columns, conn)
+        self._together = {c: column for c, column in zip(free, columns, strict=True)}
+        self._together_at = self._log_end
+
     def match(
         self, condition: Condition, *, plan: ColumnarPlan | None = None, conn: Connection | None = None
     ) -> None:
-        """The temporary table ``matched(pid, hit)``: every live profile, and whether it satisfies
+        """The temporary view ``matched(pid, hit)``: every live profile, and whether it satisfies
         ``condition``."""
         plan = plan or self.plan
         test = plan.test(condition)
+        self.refresh(conn)
+        column = self._together.get(condition) if plan is self.plan else None
+        if column is not None and self._together_at == self._log_end:
+            self.db.execute(
+                f"CREATE OR REPLACE TEMP VIEW matched AS SELECT pid, {column} AS hit FROM matched_all"
+            )
+            return
         self.load_state(plan, [condition], conn)
-        self.evaluate("matched", plan, {"hit": test}, conn)
+        self.evaluate("matched_one", plan, {"hit": test}, conn)
+        self.db.execute("CREATE OR REPLACE TEMP VIEW matched AS SELECT pid, hit FROM matched_one")
 
     def ids(self, sql: str, parameters: Sequence[Any] = ()) -> list[int]:
         """The first column of ``sql`` as Python ints."""

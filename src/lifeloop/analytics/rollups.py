@@ -13,6 +13,9 @@ so a merge changes no rollup row — queries combine merged profiles through ``p
   amount). A pure function of the profile's ``profile_days`` rows.
 - ``cohort_counts``: per (workspace, unit, first_day, k): how many profiles whose first active day is
   ``first_day`` were active ``k`` days / weeks / months later (each profile counted as its own user).
+- ``profile_activity``: per (workspace, profile): how many events, and the first and last event time,
+  of all events and of interactions (the values the batch recompute's conditions read most:
+  ``conditions.columnar.ACTIVITY_COLUMNS``). Upserted per chunk: counts add up, times keep the extreme.
 - ``rollup_state``: per workspace, how many events the rollups hold and the newest event time / day /
   purchase day, i.e. which requests they can answer (``Rollups``).
 
@@ -90,6 +93,17 @@ CREATE TABLE IF NOT EXISTS cohort_counts (
     users BIGINT NOT NULL,
     PRIMARY KEY (workspace_id, unit, first_day, k)
 );
+CREATE TABLE IF NOT EXISTS profile_activity (
+    workspace_id BIGINT NOT NULL,
+    profile_id BIGINT NOT NULL,
+    events BIGINT NOT NULL,
+    first_ts TIMESTAMP NOT NULL,
+    last_ts TIMESTAMP NOT NULL,
+    interactions BIGINT NOT NULL,
+    first_interaction TIMESTAMP,
+    last_interaction TIMESTAMP,
+    PRIMARY KEY (workspace_id, profile_id)
+);
 CREATE TABLE IF NOT EXISTS rollup_state (
     workspace_id BIGINT PRIMARY KEY,
     events BIGINT NOT NULL,
@@ -99,7 +113,9 @@ CREATE TABLE IF NOT EXISTS rollup_state (
 );
 """
 
-TABLES = ("profile_days", "profile_summary", "cohort_counts", "rollup_state")
+# What the metrics read (and the Spark engine exports); the activity is the batch recompute's.
+METRIC_TABLES = ("profile_days", "profile_summary", "cohort_counts", "rollup_state")
+TABLES = (*METRIC_TABLES, "profile_activity")
 
 ORDER = lit(ORDER_EVENT)
 # An order counts as a CLV purchase unless its revenue is negative (a refund), as in the CLV summary SQL.
@@ -342,6 +358,7 @@ def fold(con: duckdb.DuckDBPyConnection, source: str) -> None:
           AND profile_days.profile_id = d.profile_id AND profile_days.day = d.day""")
     con.execute(f"INSERT INTO profile_days SELECT {columns} FROM rl_days")
     con.execute("INSERT OR REPLACE INTO profile_summary SELECT * FROM rl_summary")
+    fold_activity(con, source)
     con.execute(f"""INSERT INTO rollup_state
     SELECT workspace_id, COUNT(*),
            MAX(CASE WHEN interactive OR event = {ORDER} THEN ts END), MAX(day),
@@ -354,6 +371,21 @@ def fold(con: duckdb.DuckDBPyConnection, source: str) -> None:
         max_order_day = GREATEST(rollup_state.max_order_day, excluded.max_order_day)""")
     for table in ("rl_part", "rl_old", "rl_days", "rl_new", "rl_summary", "rl_cohort_days"):
         con.execute(f"DROP TABLE {table}")
+
+
+def fold_activity(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Add the events in ``source`` to ``profile_activity`` (in the caller's transaction)."""
+    con.execute(f"""INSERT INTO profile_activity
+    SELECT workspace_id, profile_id, COUNT(*), MIN(ts), MAX(ts), COUNT(*) FILTER (WHERE interactive),
+           MIN(ts) FILTER (WHERE interactive), MAX(ts) FILTER (WHERE interactive)
+    FROM {source} GROUP BY workspace_id, profile_id
+    ON CONFLICT (workspace_id, profile_id) DO UPDATE SET
+        events = profile_activity.events + excluded.events,
+        first_ts = LEAST(profile_activity.first_ts, excluded.first_ts),
+        last_ts = GREATEST(profile_activity.last_ts, excluded.last_ts),
+        interactions = profile_activity.interactions + excluded.interactions,
+        first_interaction = LEAST(profile_activity.first_interaction, excluded.first_interaction),
+        last_interaction = GREATEST(profile_activity.last_interaction, excluded.last_interaction)""")
 
 
 def append_events(con: duckdb.DuckDBPyConnection, relation: str) -> int:

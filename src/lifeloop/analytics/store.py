@@ -14,7 +14,8 @@ Tables (all keyed by ``workspace_id``):
   recompute (see ``lifeloop.analytics.state_copy``).
 
 Opening a store written by an older schema version adds the missing tables and rebuilds the rollups from
-its events (version 1 → 2: the rollups; 2 → 3: the state copy, empty until the next sync).
+its events (version 1 → 2: the rollups; 2 → 3: the state copy, empty until the next sync; 3 → 4: the
+per-profile activity, built from the events).
 
 DuckDB allows one writing process per file. Connections are opened per operation and closed quickly;
 opening retries while another process holds the lock (e.g. ``lifeloop worker`` syncing while the API reads).
@@ -34,7 +35,7 @@ import duckdb
 from lifeloop.analytics import rollups, state_copy
 from lifeloop.errors import LifeloopError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -165,6 +166,8 @@ def _upgrade(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(SCHEMA + rollups.SCHEMA + state_copy.SCHEMA)  # version 3: the state copy
             if version < 2:  # the rollups appeared in version 2: build them from the events already here
                 rollups.rebuild(con, transaction=False)
+            elif version < 4:  # and the per-profile activity in version 4
+                rollups.fold_activity(con, "events")
             con.execute(
                 "INSERT INTO store_meta VALUES ('schema_version', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -235,19 +235,23 @@ def _columnar_differences(
     if definition.kind == TAG_RULE:
         columnar.state(conn, "tags", narrow={"tags": ("tag", [definition.key])})
         held = (
-            f"SELECT profile_id, kind FROM st_tags WHERE tag = {text(definition.key)} "
+            f"SELECT profile_id, kind = 'rule' AS ours FROM st_tags WHERE tag = {text(definition.key)} "
             f"AND (expires_at IS NULL OR expires_at > {timestamp(columnar.now)})"
-        )
-        added = f"SELECT pid FROM matched WHERE hit EXCEPT SELECT profile_id FROM ({held})"
-        removed = (
-            f"SELECT profile_id FROM ({held}) WHERE kind = 'rule' EXCEPT SELECT pid FROM matched WHERE hit"
         )
     else:
         columnar.state(conn, "members", narrow={"members": ("segment_id", [definition.id])})
-        members = f"SELECT profile_id FROM st_members WHERE segment_id = {int(definition.id)}"
-        added = f"SELECT pid FROM matched WHERE hit EXCEPT {members}"
-        removed = f"{members} EXCEPT SELECT pid FROM matched WHERE hit"
-    return columnar.ids(f"{added} ORDER BY 1"), columnar.ids(f"{removed} ORDER BY 1")
+        held = f"SELECT profile_id, TRUE AS ours FROM st_members WHERE segment_id = {int(definition.id)}"
+    # One join for both sides: matching and not held (to add), held by the rule and not matching (to drop).
+    rows = columnar.db.execute(
+        f"""
+        SELECT coalesce(m.pid, h.profile_id) AS pid, m.pid IS NOT NULL AS add
+        FROM (SELECT pid FROM matched WHERE hit) m FULL JOIN ({held}) h ON h.profile_id = m.pid
+        WHERE h.profile_id IS NULL OR (m.pid IS NULL AND h.ours)
+        ORDER BY pid
+        """
+    ).fetchnumpy()
+    pids, add = rows["pid"], rows["add"]
+    return [int(p) for p in pids[add]], [int(p) for p in pids[~add]]
 
 
 def _write_rechecks(
@@ -342,9 +346,11 @@ def _rebuild(
         restage = _stages_read_tags(conn, workspace_id)
         restaged = False
         plan = columnar.plan if columnar is not None else None
-        if plan is not None:
+        if columnar is not None:
             for definition in audience.order:
-                plan.test(definition.condition)  # every definition's values, computed in one scan
+                columnar.plan.test(definition.condition)  # every definition's values, computed in one scan
+            # and those that read no state they write evaluated in one pass
+            columnar.match_together((d.condition for d in audience.order), conn)
         for definition in audience.order:
             if definition.kind == SEGMENT and restage and not restaged:
                 _restage(conn, workspace_id, changes, now)

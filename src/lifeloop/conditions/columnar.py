@@ -14,6 +14,9 @@ The relations it reads (``lifeloop.columnar`` provides them):
 - ``ev``: one row per event of the workspace — ``pid`` (the surviving profile), ``type`` and ``event``
   (the message type and the track name; ``name_is`` tests them for the name conditions use,
   ``profiles.computed.event_name``), ``interaction``, ``ts`` (UTC) and ``props`` (JSON);
+- ``act``: one row per profile with the values the analytics store keeps as events are copied
+  (``ACTIVITY_COLUMNS``: the first and last time and the count of all events and of interactions), so
+  the commonest values (``first_seen``, ``last_interaction``…) are read, not grouped from every event;
 - ``profile_traits(pid, doc)``, ``profile_tags(pid, tag, expires_at)``, ``profile_stages(pid, model,
   stage)``, ``profile_segments(pid, key)``: read only when a condition needs them.
 
@@ -72,6 +75,18 @@ from lifeloop.profiles.computed import (
     epoch_day,
     raw_names,
 )
+
+# The values ``act`` holds per profile (``analytics.rollups``' ``profile_activity``): (edge or count, of
+# which events) → column.
+ACTIVITY_COLUMNS: dict[tuple[str, Selector | None], str] = {
+    ("first", None): "first_ts",
+    ("last", None): "last_ts",
+    ("count", None): "events",
+    ("first", INTERACTION): "first_interaction",
+    ("last", INTERACTION): "last_interaction",
+    ("count", INTERACTION): "interactions",
+}
+ACT = "act"  # the selection of the values read from ``act``
 
 _JSON_KINDS = {
     "number": ("BIGINT", "UBIGINT", "HUGEINT", "DOUBLE"),
@@ -136,8 +151,8 @@ def _path(path: Sequence[str], suffix: str = "") -> str:
 
 
 class ColumnarPlan:
-    """Conditions compiled together: ``test(c)`` is a boolean expression over a profile ``p.pid`` and its
-    values ``agg`` (``values_query()``, left-joined on ``pid``).
+    """Conditions compiled together: ``test(c)`` is a boolean expression over a profile's values ``agg``
+    (a row of ``values_query()``: ``agg.pid`` and its values).
 
     ``aggregates`` collects one aggregate per distinct value the tests read; ``values_query()`` computes
     them all for every live profile. A profile without the events a value reads has NULL there: counts
@@ -146,29 +161,50 @@ class ColumnarPlan:
 
     def __init__(self, now: datetime):
         self.now = now.astimezone(UTC)
-        # repr(value) → (column, aggregate SQL, which events it reads: a test over ``ev``)
-        self.aggregates: dict[str, tuple[str, str, str]] = {}
+        # repr(value) → (column, aggregate SQL, which events it reads: a test over ``ev``, or ACT, and the
+        # start of its window — it reads only events later than that — or None)
+        self.aggregates: dict[str, tuple[str, str, str, datetime | None]] = {}
         self.reads: set[str] = set()  # the state relations the tests read: traits, tags, stages, segments
 
     # --- the values -------------------------------------------------------------------------------
-    def _column(self, key: str, aggregate: str, selector: Selector | None) -> str:
-        """The column of a value: ``aggregate`` over the events ``selector`` selects."""
+    def _column(
+        self, key: str, aggregate: str, selector: Selector | None, after: datetime | None = None
+    ) -> str:
+        """The column of a value: ``aggregate`` over the events ``selector`` selects (later than
+        ``after``)."""
         if key not in self.aggregates:
-            self.aggregates[key] = (f"v{len(self.aggregates)}", aggregate, _selects(selector))
+            self.aggregates[key] = (f"v{len(self.aggregates)}", aggregate, _selects(selector), after)
+        return "agg." + self.aggregates[key][0]
+
+    def _activity(self, what: str, selector: Selector | None) -> str | None:
+        """The column of a value ``act`` holds (``what``: first, last or count), or None."""
+        column = ACTIVITY_COLUMNS.get((what, selector))
+        if column is None:
+            return None
+        key = repr(("act", what, selector))
+        if key not in self.aggregates:
+            self.aggregates[key] = (f"v{len(self.aggregates)}", column, ACT, None)
         return "agg." + self.aggregates[key][0]
 
     def values_query(self) -> str:
-        """Every value per live profile (``pid``, ``v0``, ``v1``…), over the relations ``live`` and ``ev``.
+        """Every value per live profile (``pid``, ``v0``, ``v1``…), over the relations ``live``, ``ev`` and
+        ``act``.
 
-        Values are grouped by the events they select: each group is one ``GROUP BY pid`` over those events
-        only (the orders, the interactions…), so an aggregate reads the rows it can use rather than every
-        event; the groups are joined on the profile."""
-        groups: dict[str, list[tuple[str, str]]] = {}
-        for column, aggregate, selection in self.aggregates.values():
-            groups.setdefault(selection, []).append((column, aggregate))
+        Values are grouped by the events they select and the window they read: each group is one
+        ``GROUP BY pid`` over those events only (the orders, the interactions of the last 30 days…), so
+        an aggregate reads the rows it can use rather than every event, and a window is a filter of the
+        scan; the groups are joined on the profile. The values ``act`` holds are read from it."""
+        groups: dict[tuple[str, datetime | None], list[tuple[str, str]]] = {}
+        for column, aggregate, selection, after in self.aggregates.values():
+            groups.setdefault((selection, after), []).append((column, aggregate))
         ctes, columns, joins = [], ["live.pid"], []
-        for n, (selection, values) in enumerate(groups.items()):
-            where = "" if selection == TRUE else f" WHERE {selection}"
+        for n, ((selection, after), values) in enumerate(groups.items()):
+            if selection == ACT:
+                columns += [f"{ACT}.{aggregate} AS {column}" for column, aggregate in values]
+                joins.append(f"LEFT JOIN {ACT} ON {ACT}.pid = live.pid")
+                continue
+            tests = [t for t in (selection, self._after(after)) if t != TRUE]
+            where = f" WHERE {' AND '.join(tests)}" if tests else ""
             computed = ", ".join(f"{aggregate} AS {column}" for column, aggregate in values)
             ctes.append(f"g{n} AS (SELECT pid, {computed} FROM ev{where} GROUP BY pid)")
             columns += [f"g{n}.{column}" for column, _ in values]
@@ -184,24 +220,30 @@ class ColumnarPlan:
         return TRUE if moment is None else f"ts > {timestamp(moment)}"
 
     def _time(self, edge: str, selector: Selector | None) -> str:
+        held = self._activity(edge, selector)
+        if held is not None:
+            return held
         function = "min" if edge == "first" else "max"
         return self._column(repr(("time", edge, selector)), f"{function}(ts)", selector)
 
     def _amount(self, node: Count | Sum) -> str:
         start = since(self.now, node.within)
-        where = TRUE if node.where is None else self.condition(node.where)
-        tests = self._filter(self._after(start), where)
+        if isinstance(node, Count) and start is None and node.where is None:
+            held = self._activity("count", node.selector)
+            if held is not None:
+                return f"coalesce({held}, 0)"
+        tests = self._filter(TRUE if node.where is None else self.condition(node.where))
         if isinstance(node, Count):
             aggregate = f"count(*){tests}"
         elif len(node.property) > MAX_NAME:  # never kept as an amount (profiles.computed.numeric_properties)
             aggregate = "0.0"
         else:
             aggregate = f"coalesce(sum({self._as_kind('props', (node.property,), 'number')}){tests}, 0.0)"
-        return f"coalesce({self._column(repr(node), aggregate, node.selector)}, 0)"
+        return f"coalesce({self._column(repr(node), aggregate, node.selector, start)}, 0)"
 
     def _active_days(self, node: ActiveDays) -> str:
-        tests = self._filter(self._after(since(self.now, node.within)))
-        days = self._column(repr(node), f"count(DISTINCT CAST(ts AS DATE)){tests}", INTERACTION)
+        start = since(self.now, node.within)
+        days = self._column(repr(node), "count(DISTINCT CAST(ts AS DATE))", INTERACTION, start)
         return f"coalesce({days}, 0)"
 
     def _active_weeks(self, node: ActiveWeeks) -> str:
@@ -281,7 +323,7 @@ class ColumnarPlan:
 
     # --- conditions -------------------------------------------------------------------------------
     def test(self, condition: Condition) -> str:
-        """A boolean expression (never NULL) over ``p.pid``, ``agg`` (``values_query``), ``traits.doc``
+        """A boolean expression (never NULL) over ``agg`` (``values_query``), ``traits.doc``
         and the state relations."""
         return self.condition(condition)
 
@@ -310,14 +352,14 @@ class ColumnarPlan:
             case HasTag(tag):
                 self.reads.add("tags")
                 live = f"(expires_at IS NULL OR expires_at > {timestamp(self.now)})"
-                return f"(p.pid IN (SELECT pid FROM profile_tags WHERE tag = {text(tag)} AND {live}))"
+                return f"(agg.pid IN (SELECT pid FROM profile_tags WHERE tag = {text(tag)} AND {live}))"
             case InStage(model, stage):
                 self.reads.add("stages")
                 of_model = "" if model is None else f" AND model = {text(model)}"
-                return f"(p.pid IN (SELECT pid FROM profile_stages WHERE stage = {text(stage)}{of_model}))"
+                return f"(agg.pid IN (SELECT pid FROM profile_stages WHERE stage = {text(stage)}{of_model}))"
             case InSegment(key):
                 self.reads.add("segments")
-                return f"(p.pid IN (SELECT pid FROM profile_segments WHERE key = {text(key)}))"
+                return f"(agg.pid IN (SELECT pid FROM profile_segments WHERE key = {text(key)}))"
         raise TypeError(f"not a condition: {node!r}")
 
     @staticmethod
@@ -389,8 +431,8 @@ class ColumnarPlan:
                     if window is None:
                         continue
                     selector = Interaction() if isinstance(node, ActiveDays) else node.selector
-                    tests = self._filter(self._after(self.now - window))
-                    oldest = self._column(repr(("oldest", selector, window)), f"min(ts){tests}", selector)
+                    key = repr(("oldest", selector, window))
+                    oldest = self._column(key, "min(ts)", selector, self.now - window)
                     moments.append(f"{oldest} + {interval(window)}")
                 elif isinstance(node, ActiveWeeks):
                     last = self._time("last", Interaction())

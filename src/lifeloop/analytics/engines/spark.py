@@ -45,7 +45,7 @@ from sqlglot.errors import ErrorLevel
 
 from lifeloop.analytics.metrics.base import Metric, MetricResult
 from lifeloop.analytics.rfm import RfmConfig, rfm_query
-from lifeloop.analytics.rollups import TABLES as ROLLUP_TABLES
+from lifeloop.analytics.rollups import METRIC_TABLES as ROLLUP_TABLES
 from lifeloop.analytics.rollups import Rollups, read_all_rollups, snapshot
 from lifeloop.analytics.service import clv_summary_query
 from lifeloop.analytics.store import store
