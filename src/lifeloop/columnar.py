@@ -30,22 +30,25 @@ from types import TracebackType
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 from sqlalchemy import Connection, Engine, Select, String, cast, event, func, select, type_coerce
 
 from lifeloop.analytics import rollups
 from lifeloop.analytics.state_copy import (
+    STREAM as STATE_STREAM,
+)
+from lifeloop.analytics.state_copy import (
     Narrowing,
     arrow_rows,
     changed_since,
-    copy_position,
     insert_arrow,
     log_position,
     logged,
     read_source,
+    replace_profiles,
     source_types,
 )
 from lifeloop.analytics.store import open_store
+from lifeloop.analytics.streams import read_stream
 from lifeloop.audience.models import segments
 from lifeloop.conditions.ast import Condition, HasTag, InSegment, InStage, walk
 from lifeloop.conditions.columnar import ColumnarPlan, event_name_sql, interaction_sql, text
@@ -147,10 +150,7 @@ class Workspace:
 
     def _read_log(self, conn: Connection, end: int) -> None:
         ws = self.workspace_id
-        rows = self.db.execute(
-            "SELECT cursor FROM sync_state WHERE workspace_id = ? AND stream = 'events'", [ws]
-        ).fetchall()
-        cursor = int(rows[0][0] or 0) if rows else 0
+        cursor = read_stream(self.db, ws, "events")[0] or 0
         e = events.c
         tail = select(
             e.profile_id, e.type, e.event, time_value(conn, e.timestamp), json_text(conn, e.properties)
@@ -323,7 +323,7 @@ class Workspace:
         """``st_*`` from the store's state copy when it is still on the log, else read in full; returns
         the log id they are current with."""
         ws = self.workspace_id
-        position = copy_position(self.db, ws)
+        position, _ = read_stream(self.db, ws, STATE_STREAM)
         if position is None or not pruned <= position <= end:
             for source in SOURCES:
                 self._read_source(conn, source)
@@ -351,11 +351,9 @@ class Workspace:
         if profile_ids is None:
             columns = ", ".join(f"{c} {t}" for c, t in types.items())
             self.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
+            insert_arrow(self.db, name, rows, types)
         else:
-            self.db.register("_changed", pa.table({"pid": pa.array(sorted(profile_ids), pa.int64())}))
-            self.db.execute(f"DELETE FROM {name} WHERE profile_id IN (SELECT pid FROM _changed)")
-            self.db.unregister("_changed")
-        insert_arrow(self.db, name, rows, types)
+            replace_profiles(self.db, name, profile_ids, rows, types)
 
     # --- evaluation -------------------------------------------------------------------------------
     def values(self, plan: ColumnarPlan, conn: Connection | None = None) -> None:

@@ -13,6 +13,8 @@ SQLite only (see ``lifeloop.store.state_log``); elsewhere the functions here do 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -20,6 +22,7 @@ import pyarrow as pa
 from sqlalchemy import Connection, Engine, column, func, select, table
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from lifeloop.analytics.streams import read_stream, save_stream
 from lifeloop.store.engine import connect, transaction
 from lifeloop.store.rows import IN_CHUNK, fetch_tuples, without_gc
 from lifeloop.store.state_log import SOURCES, Source, state_changes, state_changes_pruned
@@ -68,11 +71,38 @@ def insert_arrow(
         con.unregister("_arrow_rows")
 
 
+def replace_profiles(
+    con: duckdb.DuckDBPyConnection,
+    target: str,
+    profile_ids: Iterable[int],
+    rows: pa.Table,
+    types: dict[str, str],
+    *,
+    where: str = "TRUE",
+    prefix: str = "",
+) -> None:
+    """Replace the rows of ``profile_ids`` in ``target`` (among those ``where`` selects) by ``rows``."""
+    con.register("_changed", pa.table({"pid": pa.array(sorted(profile_ids), pa.int64())}))
+    try:
+        con.execute(f"DELETE FROM {target} WHERE {where} AND profile_id IN (SELECT pid FROM _changed)")
+    finally:
+        con.unregister("_changed")
+    insert_arrow(con, target, rows, types, prefix)
+
+
 def source_types(source: Source) -> dict[str, str]:
     return {"profile_id": "BIGINT", **source.columns}
 
 
-Narrowing = tuple[str, Sequence[Any]]  # (a copied column, the values of it to read)
+@dataclass(frozen=True, slots=True)
+class Later:
+    """A narrowing to the rows whose column is later than ``moment``."""
+
+    moment: datetime
+
+
+# (a copied column, the values of it to read, or Later: the rows after a moment)
+Narrowing = tuple[str, Sequence[Any] | Later]
 
 
 def read_source(
@@ -91,7 +121,10 @@ def read_source(
         t.c.workspace_id == workspace_id
     )
     if narrow is not None:
-        query = query.where(t.c[narrow[0]].in_(list(narrow[1])))
+        column_, wanted = t.c[narrow[0]], narrow[1]
+        query = query.where(
+            column_ > wanted.moment if isinstance(wanted, Later) else column_.in_(list(wanted))
+        )
     if profile_ids is None:
         return fetch_tuples(conn, query)
     rows: list[tuple[Any, ...]] = []
@@ -124,24 +157,12 @@ def changed_since(conn: Connection, workspace_id: int, after: int, through: int)
     return found
 
 
-def _cursor(con: duckdb.DuckDBPyConnection, workspace_id: int) -> int | None:
-    rows = con.execute(
-        "SELECT cursor FROM sync_state WHERE workspace_id = ? AND stream = ?", [workspace_id, STREAM]
-    ).fetchall()
-    return int(rows[0][0]) if rows else None
-
-
-def copy_position(con: duckdb.DuckDBPyConnection, workspace_id: int) -> int | None:
-    """The log id the copy of a workspace is current with, or None when there is no copy."""
-    return _cursor(con, workspace_id)
-
-
 def sync_state_copy(engine: Engine, con: duckdb.DuckDBPyConnection, workspace_id: int) -> int:
     """Bring the copy of a workspace up to date with the log, then prune the log; returns the number of
     profiles re-read (every copied profile on a full read)."""
     if engine.dialect.name != "sqlite":
         return 0
-    cursor = _cursor(con, workspace_id)
+    cursor, _ = read_stream(con, workspace_id, STREAM)
     with connect(engine) as conn:  # one read transaction: the log and the rows, one snapshot
         end, pruned = log_position(conn, workspace_id)
         full = cursor is None or cursor < pruned or cursor > end
@@ -165,29 +186,15 @@ def sync_state_copy(engine: Engine, con: duckdb.DuckDBPyConnection, workspace_id
         for source in SOURCES:
             if source.name not in fresh:
                 continue
-            target = f"state_{source.name}"
+            target, types = f"state_{source.name}", source_types(source)
+            rows, prefix = arrow_rows(fresh[source.name], types), f"{int(workspace_id)}, "
             if full:
                 con.execute(f"DELETE FROM {target} WHERE workspace_id = ?", [workspace_id])
+                insert_arrow(con, target, rows, types, prefix)
             else:
-                ids = pa.table({"pid": pa.array(sorted(changed[source.name]), pa.int64())})
-                con.register("_changed", ids)
-                con.execute(
-                    f"DELETE FROM {target} "
-                    "WHERE workspace_id = ? AND profile_id IN (SELECT pid FROM _changed)",
-                    [workspace_id],
-                )
-                con.unregister("_changed")
-            types = source_types(source)
-            insert_arrow(con, target, arrow_rows(fresh[source.name], types), types, f"{int(workspace_id)}, ")
-        con.execute(
-            """
-            INSERT INTO sync_state (workspace_id, stream, cursor, watermark, synced_at)
-            VALUES (?, ?, ?, NULL, now()::TIMESTAMP)
-            ON CONFLICT (workspace_id, stream) DO UPDATE
-            SET cursor = excluded.cursor, synced_at = excluded.synced_at
-            """,
-            [workspace_id, STREAM, end],
-        )
+                where = f"workspace_id = {int(workspace_id)}"
+                replace_profiles(con, target, changed[source.name], rows, types, where=where, prefix=prefix)
+        save_stream(con, workspace_id, STREAM, cursor=end)
         con.commit()
     except BaseException:
         con.rollback()

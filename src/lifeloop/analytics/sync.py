@@ -39,6 +39,7 @@ from sqlalchemy import Engine, func, select
 from lifeloop.analytics.rollups import append_events
 from lifeloop.analytics.state_copy import sync_state_copy
 from lifeloop.analytics.store import open_store
+from lifeloop.analytics.streams import read_stream, save_stream
 from lifeloop.events.models import events
 from lifeloop.profiles.computed import NON_INTERACTION_EVENTS
 from lifeloop.profiles.models import profiles
@@ -179,32 +180,6 @@ def flatten(rows: Iterable[Any], tz: ZoneInfo) -> pd.DataFrame:
     return frame
 
 
-def _state(con: duckdb.DuckDBPyConnection, workspace_id: int, stream: str) -> tuple[int, datetime | None]:
-    row = con.execute(
-        "SELECT cursor, watermark FROM sync_state WHERE workspace_id = ? AND stream = ?",
-        [workspace_id, stream],
-    ).fetchone()
-    return (int(row[0] or 0), row[1]) if row else (0, None)
-
-
-def _save_state(
-    con: duckdb.DuckDBPyConnection,
-    workspace_id: int,
-    stream: str,
-    *,
-    cursor: int | None = None,
-    watermark: datetime | None = None,
-) -> None:
-    con.execute(
-        """
-        INSERT INTO sync_state (workspace_id, stream, cursor, watermark, synced_at) VALUES (?, ?, ?, ?, ?)
-        ON CONFLICT (workspace_id, stream) DO UPDATE
-        SET cursor = excluded.cursor, watermark = excluded.watermark, synced_at = excluded.synced_at
-        """,
-        [workspace_id, stream, cursor, watermark, datetime.now(UTC).replace(tzinfo=None)],
-    )
-
-
 def _workspace_zones(engine: Engine, workspace_id: int | None) -> dict[int, ZoneInfo]:
     query = select(workspaces.c.id, workspaces.c.timezone).order_by(workspaces.c.id)
     if workspace_id is not None:
@@ -225,7 +200,7 @@ def _sync_events(
     progress: Progress | None,
 ) -> None:
     ev = events.c
-    cursor, _ = _state(con, workspace_id, "events")
+    cursor = read_stream(con, workspace_id, "events")[0] or 0
     with connect(engine) as conn:
         # Unresolved events are rare and indexed (ix_events_unresolved); sync stops just before the first.
         waiting = conn.execute(
@@ -270,7 +245,7 @@ def _sync_events(
             append_events(con, "chunk")  # the events and their rollups, in this transaction
             con.unregister("chunk")
             cursor = int(frame["id"].iloc[-1])
-            _save_state(con, workspace_id, "events", cursor=cursor)
+            save_stream(con, workspace_id, "events", cursor=cursor)
             con.commit()
         except BaseException:
             con.rollback()
@@ -288,7 +263,7 @@ def _sync_profiles(
     engine: Engine, con: duckdb.DuckDBPyConnection, workspace_id: int, chunk_size: int, report: SyncReport
 ) -> None:
     pr = profiles.c
-    _, watermark = _state(con, workspace_id, "profiles")
+    _, watermark = read_stream(con, workspace_id, "profiles")
     since = (watermark.replace(tzinfo=UTC) - PROFILE_OVERLAP) if watermark else None
     after_id = 0
     newest = watermark.replace(tzinfo=UTC) if watermark else None
@@ -349,7 +324,7 @@ def _sync_profiles(
             if not changed or not changed[0]:
                 break
         if newest is not None:
-            _save_state(con, workspace_id, "profiles", watermark=newest.astimezone(UTC).replace(tzinfo=None))
+            save_stream(con, workspace_id, "profiles", watermark=newest.astimezone(UTC).replace(tzinfo=None))
         con.commit()
     except BaseException:
         con.rollback()
@@ -396,7 +371,7 @@ def pending_events(engine: Engine, path: str | Path, *, workspace_id: int | None
     zones = _workspace_zones(engine, workspace_id)
     con = open_store(path)
     try:
-        cursors = {ws: _state(con, ws, "events")[0] for ws in zones}
+        cursors = {ws: read_stream(con, ws, "events")[0] or 0 for ws in zones}
     finally:
         con.close()
     with connect(engine) as conn:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, case, func, select, update
 
+from lifeloop.analytics.state_copy import Later
 from lifeloop.analytics.sync import sync
 from lifeloop.audience.definitions import (
     SEGMENT,
@@ -390,15 +391,21 @@ def _columnar_rechecks(
         conditions = audience.conditions()
         plan = columnar.plan
         columnar.evaluate("audience_targets", plan, {"recheck_at": plan.recheck(conditions)}, conn)
-        columnar.state(conn, "tags", "stage_rechecks", "audience_rechecks")
-    staged = "TRUE" if any(uses(c, InStage) for c in conditions) else "FALSE"
+        staged = any(uses(c, InStage) for c in conditions)
+        # Where the state is read from the tables (no log), only what is compared: expiring tags, and
+        # the stage rechecks when a condition reads a stage.
+        sources = ("tags", "audience_rechecks", *(("stage_rechecks",) if staged else ()))
+        columnar.state(conn, *sources, narrow={"tags": ("expires_at", Later(now))})
     soonest, at = timestamp(now + LIFECYCLE_LAG), timestamp(now)
+    staged_rechecks = (
+        f"SELECT profile_id AS pid, min(greatest(recheck_at, {soonest})) AS moment "
+        "FROM st_stage_rechecks GROUP BY profile_id"
+        if staged
+        else "SELECT NULL::BIGINT AS pid, NULL::TIMESTAMP AS moment WHERE FALSE"
+    )
     rows = columnar.db.execute(
         f"""
-        WITH staged AS (
-            SELECT profile_id AS pid, min(greatest(recheck_at, {soonest})) AS moment
-            FROM st_stage_rechecks WHERE {staged} GROUP BY profile_id
-        ), expiring AS (
+        WITH staged AS ({staged_rechecks}), expiring AS (
             SELECT profile_id AS pid, min(expires_at) AS moment
             FROM st_tags WHERE expires_at > {at} GROUP BY profile_id
         ), current_rechecks AS (
