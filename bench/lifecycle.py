@@ -47,6 +47,8 @@ try:
 except ImportError:  # a checkout without the package installed
     sys.path.insert(0, str(ROOT / "src"))
 
+from lifeloop.analytics.rollups import fold_activity  # noqa: E402
+from lifeloop.analytics.store import store  # noqa: E402
 from lifeloop.analytics.sync import sync  # noqa: E402
 from lifeloop.config import Settings  # noqa: E402
 from lifeloop.events import store as event_store  # noqa: E402
@@ -251,6 +253,23 @@ def lifeloop_audience(engine: Any, ws: int) -> dict[str, set[int]]:
     return found
 
 
+def activity_costs(copy: Path) -> dict[str, float]:
+    """What keeping ``profile_activity`` costs the sync: building it from every copied event, and folding
+    one 10,000-event chunk into it (the sync's default chunk; its profiles already have rows), both
+    rolled back."""
+    with store(copy) as con:
+        con.begin()
+        _, rebuild_s = timed(
+            lambda: (con.execute("DELETE FROM profile_activity"), fold_activity(con, "events"))
+        )
+        con.rollback()
+        con.execute("CREATE TEMP TABLE last_chunk AS SELECT * FROM events ORDER BY id DESC LIMIT 10000")
+        con.begin()
+        _, chunk_s = timed(lambda: fold_activity(con, "last_chunk"))
+        con.rollback()
+    return {"activity_build_s": rebuild_s, "activity_fold_10k_s": chunk_s}
+
+
 # ---------------------------------------------------------------------------------------------- runs
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     started = time.perf_counter()
@@ -339,10 +358,11 @@ def main() -> None:
     out["data"] = {"profiles": args.users, "events": len(frame), "generate_s": gen_s, "load_s": load_s}
     print(f"generated {len(frame):,} events, {args.users:,} profiles ({gen_s:.1f}s); loaded in {load_s:.1f}s")
     report, copy_s = timed(lambda: sync(engine, copy, workspace_id=ws, chunk_size=100_000))
-    out["analytics_copy"] = {"events": report.events, "seconds": copy_s}
+    out["analytics_copy"] = {"events": report.events, "seconds": copy_s, **activity_costs(copy)}
     print(
         f"analytics copy of {report.events:,} events (the worker keeps it current as events arrive): "
-        f"{copy_s:.1f}s"
+        f"{copy_s:.1f}s",
+        {k: round(v, 3) for k, v in out["analytics_copy"].items() if k.startswith("activity")},
     )
 
     # pandas first, on the same events the store holds (the recompute adds lifeloop's own events).

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 from sqlalchemy import Connection, Engine, Select, String, cast, event, func, select, type_coerce
 
 from lifeloop.analytics import rollups
@@ -89,6 +90,9 @@ class Workspace:
 
     def __enter__(self) -> Workspace:
         self.con = open_store(self.path)
+        # One snapshot of the copy for the whole evaluation: a sync committing meanwhile (another
+        # connection of this process) must not add events, activity or state past the cursor read here.
+        self.con.begin()
         # A rolled-back write transaction may have been read from (its own writes), and its log ids come
         # back: start again from the copy.
         event.listen(self.engine, "rollback", self._forget_state)
@@ -103,6 +107,7 @@ class Workspace:
     ) -> None:
         event.remove(self.engine, "rollback", self._forget_state)
         if self.con is not None:
+            self.con.rollback()  # nothing of the copy was written: the temporary tables go with it
             self.con.close()
             self.con = None
 
@@ -330,11 +335,26 @@ class Workspace:
             return end
         for source in SOURCES:
             columns = ", ".join(source_types(source))
-            self.db.execute(
-                f"CREATE OR REPLACE TEMP TABLE st_{source.name} AS "
-                f"SELECT {columns} FROM state_{source.name} WHERE workspace_id = {int(ws)}"
-            )
+            copied = f"(SELECT {columns} FROM state_{source.name} WHERE workspace_id = {int(ws)})"
+            self._state_over(source, copied)
         return position
+
+    def _state_over(self, source: Source, base: str) -> None:
+        """``st_<source>`` as the view of ``base`` (a relation of ``source_types`` rows) with the rows of the
+        profiles read again since (``stx_<source>``: their ids) replaced by those rows (``std_<source>``):
+        the copy is read in place, not copied, and each later read adds only what changed."""
+        types = source_types(source)
+        columns, name = ", ".join(types), source.name
+        self.db.execute(f"CREATE OR REPLACE TEMP TABLE stx_{name} (profile_id BIGINT)")
+        declared = ", ".join(f"{c} {t}" for c, t in types.items())
+        self.db.execute(f"CREATE OR REPLACE TEMP TABLE std_{name} ({declared})")
+        self.db.execute(
+            f"""
+            CREATE OR REPLACE TEMP VIEW st_{name} AS
+            SELECT {columns} FROM {base} b WHERE b.profile_id NOT IN (SELECT profile_id FROM stx_{name})
+            UNION ALL SELECT {columns} FROM std_{name}
+            """
+        )
 
     def _read_source(
         self,
@@ -347,13 +367,15 @@ class Workspace:
         replaced by the stored ones."""
         types = source_types(source)
         rows = arrow_rows(read_source(conn, source, self.workspace_id, profile_ids, narrow), types)
-        name = f"st_{source.name}"
         if profile_ids is None:
-            columns = ", ".join(f"{c} {t}" for c, t in types.items())
-            self.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
-            insert_arrow(self.db, name, rows, types)
-        else:
-            replace_profiles(self.db, name, profile_ids, rows, types)
+            declared = ", ".join(f"{c} {t}" for c, t in types.items())
+            self.db.execute(f"CREATE OR REPLACE TEMP TABLE stb_{source.name} ({declared})")
+            insert_arrow(self.db, f"stb_{source.name}", rows, types)
+            self._state_over(source, f"stb_{source.name}")
+            return
+        replace_profiles(self.db, f"std_{source.name}", profile_ids, rows, types)
+        replaced = pa.table({"profile_id": pa.array(sorted(profile_ids), pa.int64())})
+        insert_arrow(self.db, f"stx_{source.name}", replaced, {"profile_id": "BIGINT"})
 
     # --- evaluation -------------------------------------------------------------------------------
     def values(self, plan: ColumnarPlan, conn: Connection | None = None) -> None:
