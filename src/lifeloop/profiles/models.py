@@ -24,6 +24,7 @@ profiles = Table(
     Index(None, "workspace_id", "user_id"),
     Index(None, "workspace_id", "last_seen"),
     Index(None, "workspace_id", "merged_into"),  # live profile ids (0009)
+    Index(None, "workspace_id", "updated_at"),  # what changed since the analytics sync's watermark (0011)
 )
 
 identities = Table(
