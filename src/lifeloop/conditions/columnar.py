@@ -416,6 +416,7 @@ class ColumnarPlan:
         ``lifecycle.rechecks.next_recheck`` for every profile at once."""
         now = timestamp(self.now)
         moments: list[str] = []
+        days: dict[str, set[int]] = {}  # a time value → the day counts after it at which a test flips
         for condition in conditions:
             for node in walk(condition):
                 if isinstance(node, Compare):
@@ -423,9 +424,10 @@ class ColumnarPlan:
                         if not isinstance(side, DaysSince) or not isinstance(side.time, Seen | EventTime):
                             continue
                         if isinstance(other, Literal) and isinstance(other.value, int | float):
-                            t = self.value(side.time, "time")
                             threshold = max(0, int(other.value))
-                            moments += [f"{t} + {interval(n * DAY)}" for n in (threshold, threshold + 1)]
+                            days.setdefault(self.value(side.time, "time"), set()).update(
+                                (threshold, threshold + 1)
+                            )
                 elif isinstance(node, Count | Sum | ActiveDays) and node.within:
                     window = parse_duration(node.within)
                     if window is None:
@@ -440,7 +442,10 @@ class ColumnarPlan:
                     moments.append(
                         f"CASE WHEN {last} > {recent} THEN {timestamp(next_iso_week(self.now))} END"
                     )
-        if not moments:
+        ahead = [f"CASE WHEN {m} > {now} THEN {m} END" for m in dict.fromkeys(moments)]
+        for t, counts in days.items():  # after one time, the first moment ahead is the earliest one
+            steps = [f"{t} + {interval(n * DAY)}" for n in sorted(counts)]
+            ahead.append("CASE " + " ".join(f"WHEN {m} > {now} THEN {m}" for m in steps) + " END")
+        if not ahead:
             return "NULL::TIMESTAMP"
-        ahead = ", ".join(f"CASE WHEN {m} > {now} THEN {m} END" for m in dict.fromkeys(moments))
-        return f"least({ahead})"
+        return f"least({', '.join(ahead)})"
