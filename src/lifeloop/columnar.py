@@ -34,9 +34,7 @@ import pyarrow as pa
 from sqlalchemy import Connection, Engine, Select, String, cast, event, func, select, type_coerce
 
 from lifeloop.analytics import rollups
-from lifeloop.analytics.state_copy import (
-    STREAM as STATE_STREAM,
-)
+from lifeloop.analytics.state_copy import STREAM as STATE_STREAM
 from lifeloop.analytics.state_copy import (
     Narrowing,
     arrow_rows,
