@@ -502,7 +502,7 @@ def main() -> None:
         engine = create_store_engine(settings)
         with connect(engine) as conn:
             ws = int(conn.execute(select(workspaces.c.id).where(workspaces.c.slug == "bench")).scalar_one())
-        out["data"] = {"profiles": args.users, "events": len(frame), "reused": str(path)}
+        out["data"] = {"profiles": args.users, "events": len(frame), "reused_store": True}
     else:
         copy.unlink(missing_ok=True)
         (engine, ws), load_s = timed(lambda: load(path, frame, args.users))

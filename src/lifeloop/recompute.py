@@ -63,7 +63,8 @@ def recompute_workspace(
         seconds["audience"] = time.perf_counter() - started
         return Recomputed(stages, moved, seconds)
     started = time.perf_counter()
-    sync(engine, analytics_path, workspace_id=workspace_id, progress=on_copy)
+    # merges come from the state copy (columnar.Workspace), not the metrics' profile map
+    sync(engine, analytics_path, workspace_id=workspace_id, progress=on_copy, profile_map=False)
     seconds["copy"] = time.perf_counter() - started
     with Workspace(engine, workspace_id, analytics_path, now=now) as columnar:
         with connect(engine) as conn:

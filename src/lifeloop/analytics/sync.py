@@ -339,9 +339,11 @@ def sync(
     chunk_size: int = 10_000,
     settle_seconds: float | None = None,
     progress: Progress | None = None,
+    profile_map: bool = True,
 ) -> SyncReport:
     """Copy new resolved events and changed profiles of one or every workspace into the store at ``path``,
-    and bring its copy of the stored state up to date (``state_copy``).
+    and bring its copy of the stored state up to date (``state_copy``). Without ``profile_map`` the changed
+    profiles are left for the next sync: a batch recompute follows merges through the state copy instead.
 
     Idempotent and resumable: safe to run from several places (worker, CLI) one after another, and to
     rerun after a crash. ``progress(copied, remaining)`` is called after each committed chunk.
@@ -358,7 +360,8 @@ def sync(
         for ws, tz in zones.items():
             report.workspaces.append(ws)
             _sync_events(engine, con, ws, tz, chunk_size, settle, report, progress)
-            _sync_profiles(engine, con, ws, chunk_size, report)
+            if profile_map:
+                _sync_profiles(engine, con, ws, chunk_size, report)
             report.state_profiles += sync_state_copy(engine, con, ws)
     finally:
         con.close()

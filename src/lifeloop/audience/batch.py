@@ -321,7 +321,7 @@ def recompute_audience(
         _columnar_rechecks(engine, columnar_copy, chunk_size=chunk_size, on_progress=on_progress)
         return changes
     if analytics_path is not None:
-        sync(engine, analytics_path, workspace_id=workspace_id)
+        sync(engine, analytics_path, workspace_id=workspace_id, profile_map=False)
         with Workspace(engine, workspace_id, analytics_path, now=now) as columnar:
             changes = _rebuild(engine, workspace_id, now=now, event_tags=event_tags, columnar=columnar)
             _columnar_rechecks(engine, columnar, chunk_size=chunk_size, on_progress=on_progress)

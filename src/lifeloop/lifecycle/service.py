@@ -320,7 +320,7 @@ def recompute(
             engine, columnar_copy, model, chunk_size=chunk_size, on_progress=on_progress, clock=clock
         )
     if analytics_path is not None:
-        sync(engine, analytics_path, workspace_id=workspace_id)
+        sync(engine, analytics_path, workspace_id=workspace_id, profile_map=False)
         clock("sync", started)
         with Workspace(engine, workspace_id, analytics_path, now=now) as copy:
             return columnar.recompute_stages(
