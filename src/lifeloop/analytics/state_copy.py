@@ -121,9 +121,9 @@ def read_source(
         t.c.workspace_id == workspace_id
     )
     if narrow is not None:
-        column_, wanted = t.c[narrow[0]], narrow[1]
+        narrowed, wanted = t.c[narrow[0]], narrow[1]
         query = query.where(
-            column_ > wanted.moment if isinstance(wanted, Later) else column_.in_(list(wanted))
+            narrowed > wanted.moment if isinstance(wanted, Later) else narrowed.in_(list(wanted))
         )
     if profile_ids is None:
         return fetch_tuples(conn, query)

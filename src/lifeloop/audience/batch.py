@@ -350,7 +350,7 @@ def _rebuild(
         if columnar is not None:
             for definition in audience.order:
                 columnar.plan.test(definition.condition)  # every definition's values, computed in one scan
-            # and those that read no state they write evaluated in one pass
+            # and those that read no tag, stage or segment evaluated together, in one pass
             columnar.match_together((d.condition for d in audience.order), conn)
         for definition in audience.order:
             if definition.kind == SEGMENT and restage and not restaged:
