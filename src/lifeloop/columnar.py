@@ -48,6 +48,7 @@ from lifeloop.analytics.state_copy import (
 )
 from lifeloop.analytics.store import open_store
 from lifeloop.analytics.streams import read_stream
+from lifeloop.audience.definitions import uses
 from lifeloop.audience.models import segments
 from lifeloop.conditions.ast import Condition, HasTag, InSegment, InStage, walk
 from lifeloop.conditions.columnar import ColumnarPlan, event_name_sql, interaction_sql, text
@@ -213,23 +214,12 @@ class Workspace:
         read as kept."""
         ws = self.workspace_id
         folded = rollups.read_rollups(self.db, ws)
-        aggregates = (
-            "count(*) AS events, min(ts) AS first_ts, max(ts) AS last_ts, "
-            "count(*) FILTER (WHERE interaction) AS interactions, "
-            "min(ts) FILTER (WHERE interaction) AS first_interaction, "
-            "max(ts) FILTER (WHERE interaction) AS last_interaction"
-        )
+        aggregates, kept = rollups.activity_of_events("interaction"), rollups.ACTIVITY_COLUMNS
         if folded is None:
             self.db.execute(
                 f"CREATE OR REPLACE TEMP VIEW act AS SELECT pid, {aggregates} FROM ev GROUP BY pid"
             )
             return
-        kept = "events, first_ts, last_ts, interactions, first_interaction, last_interaction"
-        combined = (
-            "sum(events)::BIGINT AS events, min(first_ts) AS first_ts, max(last_ts) AS last_ts, "
-            "sum(interactions)::BIGINT AS interactions, min(first_interaction) AS first_interaction, "
-            "max(last_interaction) AS last_interaction"
-        )
         self.db.execute(
             """
             CREATE OR REPLACE TEMP TABLE act_moved AS
@@ -242,7 +232,7 @@ class Workspace:
             SELECT profile_id AS pid, {kept} FROM profile_activity
             WHERE workspace_id = {ws} AND profile_id NOT IN (SELECT pid FROM act_moved)
             UNION ALL
-            SELECT pid, {combined} FROM (
+            SELECT pid, {rollups.ACTIVITY_COMBINED} FROM (
                 SELECT coalesce(s.canonical, a.profile_id) AS pid, {kept}
                 FROM profile_activity a LEFT JOIN survivors s ON s.pid = a.profile_id
                 WHERE a.workspace_id = {ws} AND a.profile_id IN (SELECT pid FROM act_moved)
@@ -411,7 +401,7 @@ class Workspace:
         (``matched_all``, a column each): ``match`` then reads their column for as long as the event log
         is as it was. The others read state that the caller may write in between, so ``match`` evaluates
         them when asked."""
-        free = [c for c in dict.fromkeys(conditions) if not any(isinstance(n, STATEFUL) for n in walk(c))]
+        free = [c for c in dict.fromkeys(conditions) if not uses(c, STATEFUL)]
         self._together = {}
         if not free:
             return
@@ -429,13 +419,13 @@ class Workspace:
         ``condition``."""
         plan = plan or self.plan
         test = plan.test(condition)
-        self.refresh(conn)
         column = self._together.get(condition) if plan is self.plan else None
-        if column is not None and self._together_at == self._log_end:
-            self.db.execute(
-                f"CREATE OR REPLACE TEMP VIEW matched AS SELECT pid, {column} AS hit FROM matched_all"
-            )
-            return
+        if column is not None:
+            self.refresh(conn)
+            if self._together_at == self._log_end:
+                hits = f"SELECT pid, {column} AS hit FROM matched_all"
+                self.db.execute(f"CREATE OR REPLACE TEMP VIEW matched AS {hits}")
+                return
         self.load_state(plan, [condition], conn)
         self.evaluate("matched_one", plan, {"hit": test}, conn)
         self.db.execute("CREATE OR REPLACE TEMP VIEW matched AS SELECT pid, hit FROM matched_one")

@@ -373,11 +373,32 @@ def fold(con: duckdb.DuckDBPyConnection, source: str) -> None:
         con.execute(f"DROP TABLE {table}")
 
 
+ACTIVITY_COLUMNS = "events, first_ts, last_ts, interactions, first_interaction, last_interaction"
+
+
+def activity_of_events(interactive: str) -> str:
+    """The ``profile_activity`` columns as aggregates of events (``ts`` and the boolean ``interactive``)."""
+    return (
+        f"COUNT(*) AS events, MIN(ts) AS first_ts, MAX(ts) AS last_ts, "
+        f"COUNT(*) FILTER (WHERE {interactive}) AS interactions, "
+        f"MIN(ts) FILTER (WHERE {interactive}) AS first_interaction, "
+        f"MAX(ts) FILTER (WHERE {interactive}) AS last_interaction"
+    )
+
+
+# The ``profile_activity`` columns of one profile from several rows of them (a merge, a chunk and what
+# was kept before).
+ACTIVITY_COMBINED = (
+    "SUM(events)::BIGINT AS events, MIN(first_ts) AS first_ts, MAX(last_ts) AS last_ts, "
+    "SUM(interactions)::BIGINT AS interactions, MIN(first_interaction) AS first_interaction, "
+    "MAX(last_interaction) AS last_interaction"
+)
+
+
 def fold_activity(con: duckdb.DuckDBPyConnection, source: str) -> None:
     """Add the events in ``source`` to ``profile_activity`` (in the caller's transaction)."""
     con.execute(f"""INSERT INTO profile_activity
-    SELECT workspace_id, profile_id, COUNT(*), MIN(ts), MAX(ts), COUNT(*) FILTER (WHERE interactive),
-           MIN(ts) FILTER (WHERE interactive), MAX(ts) FILTER (WHERE interactive)
+    SELECT workspace_id, profile_id, {activity_of_events("interactive")}
     FROM {source} GROUP BY workspace_id, profile_id
     ON CONFLICT (workspace_id, profile_id) DO UPDATE SET
         events = profile_activity.events + excluded.events,

@@ -104,7 +104,7 @@ def depends_on_time(condition: Condition) -> bool:
     )
 
 
-def uses(condition: Condition, kind: type) -> bool:
+def uses(condition: Condition, kind: type | tuple[type, ...]) -> bool:
     return any(isinstance(n, kind) for n in walk(condition))
 
 

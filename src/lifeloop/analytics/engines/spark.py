@@ -45,8 +45,7 @@ from sqlglot.errors import ErrorLevel
 
 from lifeloop.analytics.metrics.base import Metric, MetricResult
 from lifeloop.analytics.rfm import RfmConfig, rfm_query
-from lifeloop.analytics.rollups import METRIC_TABLES as ROLLUP_TABLES
-from lifeloop.analytics.rollups import Rollups, read_all_rollups, snapshot
+from lifeloop.analytics.rollups import METRIC_TABLES, Rollups, read_all_rollups, snapshot
 from lifeloop.analytics.service import clv_summary_query
 from lifeloop.analytics.store import store
 
@@ -54,7 +53,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 # Tables the queries read (the events and their rollups); rfm_scores / sync_state are outputs and bookkeeping.
-TABLES = ("events", "profile_map", "channel_costs", *ROLLUP_TABLES)
+TABLES = ("events", "profile_map", "channel_costs", *METRIC_TABLES)
 
 # Session settings that make Spark SQL mean what the DuckDB SQL means.
 SQL_CONF = {
