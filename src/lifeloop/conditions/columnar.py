@@ -410,12 +410,21 @@ class ColumnarPlan:
                 test = f"NOT (({at_least(low)}) AND NOT ({at_least(low + 1)}))" if k == low else TRUE
         return f"({t} IS NOT NULL AND {test})"
 
+    def _later_than(self, t: str, days: int) -> str:
+        """``t + days × 24 h > now``, as a test of ``t`` against a constant."""
+        try:
+            bound = self.now - days * DAY
+        except OverflowError:  # before any time there is
+            return f"{t} IS NOT NULL"
+        return f"{t} > {timestamp(bound)}"
+
     # --- recheck moments --------------------------------------------------------------------------
     def recheck(self, conditions: Iterable[Condition]) -> str:
         """The earliest moment after now at which one of ``conditions`` could change by time alone, or NULL:
         ``lifecycle.rechecks.next_recheck`` for every profile at once."""
         now = timestamp(self.now)
         moments: list[str] = []
+        leaving: list[str] = []  # when the oldest event in a window leaves it: always after now
         days: dict[str, set[int]] = {}  # a time value → the day counts after it at which a test flips
         for condition in conditions:
             for node in walk(condition):
@@ -435,7 +444,7 @@ class ColumnarPlan:
                     selector = Interaction() if isinstance(node, ActiveDays) else node.selector
                     key = repr(("oldest", selector, window))
                     oldest = self._column(key, "min(ts)", selector, self.now - window)
-                    moments.append(f"{oldest} + {interval(window)}")
+                    leaving.append(f"{oldest} + {interval(window)}")
                 elif isinstance(node, ActiveWeeks):
                     last = self._time("last", Interaction())
                     recent = timestamp(self.now - (node.weeks + 1) * 7 * DAY)
@@ -443,9 +452,11 @@ class ColumnarPlan:
                         f"CASE WHEN {last} > {recent} THEN {timestamp(next_iso_week(self.now))} END"
                     )
         ahead = [f"CASE WHEN {m} > {now} THEN {m} END" for m in dict.fromkeys(moments)]
+        ahead += dict.fromkeys(leaving)
         for t, counts in days.items():  # after one time, the first moment ahead is the earliest one
-            steps = [f"{t} + {interval(n * DAY)}" for n in sorted(counts)]
-            ahead.append("CASE " + " ".join(f"WHEN {m} > {now} THEN {m}" for m in steps) + " END")
+            # t + n days > now ⟺ t > now − n days: each step tests t against a constant
+            steps = [f"WHEN {self._later_than(t, n)} THEN {t} + {interval(n * DAY)}" for n in sorted(counts)]
+            ahead.append(f"CASE {' '.join(steps)} END")
         if not ahead:
             return "NULL::TIMESTAMP"
         return f"least({', '.join(ahead)})"
