@@ -389,9 +389,8 @@ class ColumnarPlan:
         low, high = math.ceil(k), math.floor(k) + 1
 
         def at_least(days: int) -> str:  # (now − t) >= days × 24 h ⟺ t <= now − days
-            try:
-                bound = self.now - days * DAY
-            except OverflowError:
+            bound = self._days_ago(days)
+            if bound is None:
                 return FALSE if days > 0 else TRUE
             return f"{t} <= {timestamp(bound)}"
 
@@ -410,21 +409,25 @@ class ColumnarPlan:
                 test = f"NOT (({at_least(low)}) AND NOT ({at_least(low + 1)}))" if k == low else TRUE
         return f"({t} IS NOT NULL AND {test})"
 
+    def _days_ago(self, days: int) -> datetime | None:
+        """now − ``days`` × 24 h, or None when that is outside the dates there are."""
+        try:
+            return self.now - days * DAY
+        except OverflowError:
+            return None
+
     def _later_than(self, t: str, days: int) -> str:
         """``t + days × 24 h > now``, as a test of ``t`` against a constant."""
-        try:
-            bound = self.now - days * DAY
-        except OverflowError:  # before any time there is
-            return f"{t} IS NOT NULL"
-        return f"{t} > {timestamp(bound)}"
+        bound = self._days_ago(days)
+        return f"{t} IS NOT NULL" if bound is None else f"{t} > {timestamp(bound)}"
 
     # --- recheck moments --------------------------------------------------------------------------
     def recheck(self, conditions: Iterable[Condition]) -> str:
         """The earliest moment after now at which one of ``conditions`` could change by time alone, or NULL:
         ``lifecycle.rechecks.next_recheck`` for every profile at once."""
-        now = timestamp(self.now)
+        # Moments that always lie after now: the oldest event in a window leaves it after now (it is later
+        # than now − window), and the next ISO week starts after now.
         moments: list[str] = []
-        leaving: list[str] = []  # when the oldest event in a window leaves it: always after now
         days: dict[str, set[int]] = {}  # a time value → the day counts after it at which a test flips
         for condition in conditions:
             for node in walk(condition):
@@ -444,15 +447,14 @@ class ColumnarPlan:
                     selector = Interaction() if isinstance(node, ActiveDays) else node.selector
                     key = repr(("oldest", selector, window))
                     oldest = self._column(key, "min(ts)", selector, self.now - window)
-                    leaving.append(f"{oldest} + {interval(window)}")
+                    moments.append(f"{oldest} + {interval(window)}")
                 elif isinstance(node, ActiveWeeks):
                     last = self._time("last", Interaction())
                     recent = timestamp(self.now - (node.weeks + 1) * 7 * DAY)
                     moments.append(
                         f"CASE WHEN {last} > {recent} THEN {timestamp(next_iso_week(self.now))} END"
                     )
-        ahead = [f"CASE WHEN {m} > {now} THEN {m} END" for m in dict.fromkeys(moments)]
-        ahead += dict.fromkeys(leaving)
+        ahead = list(dict.fromkeys(moments))
         for t, counts in days.items():  # after one time, the first moment ahead is the earliest one
             # t + n days > now ⟺ t > now − n days: each step tests t against a constant
             steps = [f"WHEN {self._later_than(t, n)} THEN {t} + {interval(n * DAY)}" for n in sorted(counts)]
