@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,23 @@ def snapshot(engine: sa.Engine) -> dict[str, Any]:
             rows = conn.execute(sa.select(table).execution_options(cross_workspace=True)).all()
             state[table.name] = sorted(repr(tuple(r)) for r in rows)
     return state
+
+
+@contextmanager
+def rows_written(engine: sa.Engine) -> Iterator[list[str]]:
+    """The statements run on ``engine`` meanwhile that inserted, updated or deleted at least one row."""
+    written: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        verb = statement.lstrip().split(None, 1)[0].upper()
+        if verb in {"INSERT", "UPDATE", "DELETE"} and (cursor.rowcount or 0) > 0:
+            written.append(statement)
+
+    sa.event.listen(engine, "after_cursor_execute", record)
+    try:
+        yield written
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", record)
 
 
 def free_port() -> int:

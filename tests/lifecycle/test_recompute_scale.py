@@ -29,7 +29,7 @@ from lifeloop.profiles.models import identities
 from lifeloop.profiles.resolver import resolve_pending
 from lifeloop.store.schema import utcnow
 from lifeloop.workspaces.models import SourceKey
-from tests.conftest import Brand, make_brand
+from tests.conftest import Brand, make_brand, rows_written
 
 # Every kind of time rule the schedule knows: thresholds on several kinds of time, windows over buckets
 # and the raw first day, sums in a window, active days and active weeks.
@@ -221,8 +221,12 @@ def test_recompute_writes_what_the_real_time_path_writes(engine: sa.Engine, bran
     assert batch == realtime
     assert any(entry["events"] for entry in batch.values())
     assert any(e[0] == "Churn Risk Detected" for entry in batch.values() for e in entry["events"])
-    # Nothing to do the second time, and nothing written.
+    # Nothing to do the second time, and nothing written but the rebuilt properties: not even the same
+    # recheck times again.
     assert lifecycle.recompute(engine, other.workspace_id) == []
+    with rows_written(engine) as written:
+        assert lifecycle.recompute(engine, other.workspace_id, properties=False) == []
+    assert written == []
     assert lifecycle_trail(engine, other.workspace_id) == batch
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection
 
 from lifeloop.events.messages import Message
 from lifeloop.events.own import record_own_events
@@ -86,17 +86,18 @@ def replace_rechecks(
     model: str,
     times: Sequence[tuple[int, datetime]],
     *,
-    profile_ids: Sequence[int] | None = None,
-    id_range: tuple[int, int] | None = None,
+    profile_ids: Sequence[int],
 ) -> None:
-    """Set the recheck times of the profiles in ``profile_ids`` or ``id_range`` (inclusive) to ``times``;
-    a profile of the range without a time has nothing to wait for and loses its recheck."""
+    """Set the recheck times of ``profile_ids`` to ``times``; a profile without a time has nothing to wait
+    for and loses its recheck."""
     r = lifecycle_rechecks.c
-    scope = (r.workspace_id == workspace_id, r.model == model)
-    if id_range is not None:
-        conn.execute(
-            delete(lifecycle_rechecks).where(*scope, r.profile_id >= id_range[0], r.profile_id <= id_range[1])
-        )
-    delete_in(conn, lifecycle_rechecks, "profile_id", list(profile_ids or ()), *scope)
+    delete_in(
+        conn,
+        lifecycle_rechecks,
+        "profile_id",
+        list(profile_ids),
+        r.workspace_id == workspace_id,
+        r.model == model,
+    )
     rows = [(workspace_id, pid, model, at) for pid, at in times]
     insert_rows(conn, lifecycle_rechecks, ("workspace_id", "profile_id", "model", "recheck_at"), rows)

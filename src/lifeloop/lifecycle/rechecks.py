@@ -29,11 +29,10 @@ from sqlalchemy import (
     Table,
     and_,
     case,
-    delete,
     func,
-    insert,
     literal,
     select,
+    type_coerce,
     union_all,
 )
 
@@ -69,6 +68,7 @@ from lifeloop.profiles.computed import (
     raw_names,
 )
 from lifeloop.profiles.models import profiles
+from lifeloop.store.rows import delete_in, insert_rows
 from lifeloop.store.schema import UTCDateTime, sqlite_time
 
 DAY = timedelta(days=1)
@@ -337,24 +337,30 @@ def store_rechecks(
     plan: _Schedule,
     candidates: list[Select[Any]],
 ) -> None:
-    """Replace the rechecks in ``table`` (rows matching ``scope``, e.g. workspace and model) of the plan's
-    live profiles by the earliest future moment of ``candidates``: one ``DELETE``, one ``INSERT … SELECT``."""
+    """Bring the rechecks in ``table`` (rows matching ``scope``, e.g. workspace and model) of the plan's
+    live profiles to the earliest future moment of ``candidates``, computed in one query. Only the rows
+    that differ are deleted and inserted: a recompute that changes nothing writes (and logs) nothing."""
     low, high = plan.low, plan.high
     mine = [table.c[k] == v for k, v in scope.items()]
-    conn.execute(delete(table).where(*mine, table.c.profile_id >= low, table.c.profile_id <= high))
-    if not candidates:
-        return
-    moments = union_all(*candidates).subquery()
-    pid, at = moments.c[0], moments.c[1]
-    live = select(profiles.c.id).where(
-        profiles.c.workspace_id == plan.ws,
-        profiles.c.merged_into.is_(None),
-        profiles.c.id >= low,
-        profiles.c.id <= high,
-    )
-    constants = [literal(v, table.c[k].type) for k, v in scope.items()]
-    source = select(*constants, pid, func.min(at)).where(at > plan.at(plan.now), pid.in_(live)).group_by(pid)
-    conn.execute(insert(table).from_select([*scope, "profile_id", "recheck_at"], source))
+    wanted: dict[int, datetime] = {}
+    if candidates:
+        moments = union_all(*candidates).subquery()
+        pid, at = moments.c[0], moments.c[1]
+        live = select(profiles.c.id).where(
+            profiles.c.workspace_id == plan.ws,
+            profiles.c.merged_into.is_(None),
+            profiles.c.id >= low,
+            profiles.c.id <= high,
+        )
+        earliest = type_coerce(func.min(at), UTCDateTime())
+        source = select(pid, earliest).where(at > plan.at(plan.now), pid.in_(live)).group_by(pid)
+        wanted = {int(p): t for p, t in conn.execute(source)}
+    c = table.c
+    held = select(c.profile_id, c.recheck_at).where(*mine, c.profile_id >= low, c.profile_id <= high)
+    stored: dict[int, datetime] = {int(p): t for p, t in conn.execute(held)}
+    delete_in(conn, table, "profile_id", [p for p, t in stored.items() if wanted.get(p) != t], *mine)
+    rows = [(*scope.values(), p, t) for p, t in wanted.items() if stored.get(p) != t]
+    insert_rows(conn, table, [*scope, "profile_id", "recheck_at"], rows)
 
 
 def write_rechecks(
