@@ -161,19 +161,25 @@ class ColumnarPlan:
 
     def __init__(self, now: datetime):
         self.now = now.astimezone(UTC)
-        # repr(value) → (column, aggregate SQL, which events it reads: a test over ``ev``, or ACT, and the
-        # start of its window — it reads only events later than that — or None)
-        self.aggregates: dict[str, tuple[str, str, str, datetime | None]] = {}
+        # repr(value) → (column, aggregate SQL, which events it reads: a test over ``ev``, or ACT, the start
+        # of its window — it reads only events later than that — or None, and a test of those events it
+        # aggregates, TRUE for all)
+        self.aggregates: dict[str, tuple[str, str, str, datetime | None, str]] = {}
         self.reads: set[str] = set()  # the state relations the tests read: traits, tags, stages, segments
 
     # --- the values -------------------------------------------------------------------------------
     def _column(
-        self, key: str, aggregate: str, selector: Selector | None, after: datetime | None = None
+        self,
+        key: str,
+        aggregate: str,
+        selector: Selector | None,
+        after: datetime | None = None,
+        where: str = TRUE,
     ) -> str:
-        """The column of a value: ``aggregate`` over the events ``selector`` selects (later than
-        ``after``)."""
+        """The column of a value: ``aggregate`` (NULL or 0 without events) over the events ``selector``
+        selects (later than ``after``) that pass ``where``."""
         if key not in self.aggregates:
-            self.aggregates[key] = (f"v{len(self.aggregates)}", aggregate, _selects(selector), after)
+            self.aggregates[key] = (f"v{len(self.aggregates)}", aggregate, _selects(selector), after, where)
         return "agg." + self.aggregates[key][0]
 
     def _activity(self, what: str, selector: Selector | None) -> str | None:
@@ -183,31 +189,38 @@ class ColumnarPlan:
             return None
         key = repr(("act", what, selector))
         if key not in self.aggregates:
-            self.aggregates[key] = (f"v{len(self.aggregates)}", column, ACT, None)
+            self.aggregates[key] = (f"v{len(self.aggregates)}", column, ACT, None, TRUE)
         return "agg." + self.aggregates[key][0]
 
     def values_query(self) -> str:
         """Every value per live profile (``pid``, ``v0``, ``v1``…), over the relations ``live``, ``ev`` and
         ``act``.
 
-        Values are grouped by the events they select and the window they read: each group is one
-        ``GROUP BY pid`` over those events only (the orders, the interactions of the last 30 days…), so
-        an aggregate reads the rows it can use rather than every event, and a window is a filter of the
-        scan; the groups are joined on the profile. The values ``act`` holds are read from it."""
-        groups: dict[tuple[str, datetime | None], list[tuple[str, str]]] = {}
-        for column, aggregate, selection, after in self.aggregates.values():
-            groups.setdefault((selection, after), []).append((column, aggregate))
+        Values are grouped by the events they select: each group is one ``GROUP BY pid`` over those events
+        only (the orders, the interactions…), later than the widest window of its values, so an aggregate
+        reads the rows it can use rather than every event, and a window is a filter of the scan; a value
+        with a narrower window (orders of 30 days beside orders of a year) filters its aggregate. The
+        groups are joined on the profile. The values ``act`` holds are read from it."""
+        groups: dict[str, list[tuple[str, str, datetime | None, str]]] = {}
+        for column, aggregate, selection, after, where in self.aggregates.values():
+            groups.setdefault(selection, []).append((column, aggregate, after, where))
         ctes, columns, joins = [], ["live.pid"], []
-        for n, ((selection, after), values) in enumerate(groups.items()):
+        for n, (selection, values) in enumerate(groups.items()):
             if selection == ACT:
-                columns += [f"{ACT}.{aggregate} AS {column}" for column, aggregate in values]
+                columns += [f"{ACT}.{aggregate} AS {column}" for column, aggregate, _, _ in values]
                 joins.append(f"LEFT JOIN {ACT} ON {ACT}.pid = live.pid")
                 continue
-            tests = [t for t in (selection, self._after(after)) if t != TRUE]
+            starts = [after for _, _, after, _ in values]
+            widest = None if None in starts else min(s for s in starts if s is not None)
+            tests = [t for t in (selection, self._after(widest)) if t != TRUE]
             where = f" WHERE {' AND '.join(tests)}" if tests else ""
-            computed = ", ".join(f"{aggregate} AS {column}" for column, aggregate in values)
+            narrower = {after: TRUE if after == widest else self._after(after) for after in starts}
+            computed = ", ".join(
+                f"{aggregate}{self._filter(test, narrower[after])} AS {column}"
+                for column, aggregate, after, test in values
+            )
             ctes.append(f"g{n} AS (SELECT pid, {computed} FROM ev{where} GROUP BY pid)")
-            columns += [f"g{n}.{column}" for column, _ in values]
+            columns += [f"g{n}.{column}" for column, _, _, _ in values]
             joins.append(f"LEFT JOIN g{n} ON g{n}.pid = live.pid")
         with_ = f"WITH {', '.join(ctes)} " if ctes else ""
         return f"{with_}SELECT {', '.join(columns)} FROM live {' '.join(joins)}"
@@ -232,14 +245,14 @@ class ColumnarPlan:
             held = self._activity("count", node.selector)
             if held is not None:
                 return f"coalesce({held}, 0)"
-        tests = self._filter(TRUE if node.where is None else self.condition(node.where))
+        if isinstance(node, Sum) and len(node.property) > MAX_NAME:
+            return "0.0"  # never kept as an amount (profiles.computed.numeric_properties)
+        where = TRUE if node.where is None else self.condition(node.where)
         if isinstance(node, Count):
-            aggregate = f"count(*){tests}"
-        elif len(node.property) > MAX_NAME:  # never kept as an amount (profiles.computed.numeric_properties)
-            aggregate = "0.0"
+            aggregate = "count(*)"
         else:
-            aggregate = f"coalesce(sum({self._as_kind('props', (node.property,), 'number')}){tests}, 0.0)"
-        return f"coalesce({self._column(repr(node), aggregate, node.selector, start)}, 0)"
+            aggregate = f"sum({self._as_kind('props', (node.property,), 'number')})"
+        return f"coalesce({self._column(repr(node), aggregate, node.selector, start, where)}, 0)"
 
     def _active_days(self, node: ActiveDays) -> str:
         start = since(self.now, node.within)
@@ -251,8 +264,8 @@ class ColumnarPlan:
         # Week w holds days 7w − 3 … 7w + 3 (day 0, 1970-01-01, was a Thursday); weeks start on Mondays.
         first, last = (this_week - node.weeks + 1) * 7 - 3, this_week * 7 + 3
         window = f"ts >= {timestamp(day_start(first))} AND ts < {timestamp(day_start(last + 1))}"
-        aggregate = f"count(DISTINCT date_trunc('week', ts)){self._filter(window)}"
-        return f"coalesce({self._column(repr(node), aggregate, INTERACTION)}, 0)"
+        weeks = self._column(repr(node), "count(DISTINCT date_trunc('week', ts))", INTERACTION, where=window)
+        return f"coalesce({weeks}, 0)"
 
     def value(self, node: Value, kind: str) -> str:
         match node:
