@@ -58,6 +58,24 @@ def append_events(
     return ids
 
 
+def append_placed_events(
+    conn: Connection, workspace_id: int, items: Sequence[tuple[int, Message]]
+) -> list[tuple[int, Message]]:
+    """Append ``(profile id, message)`` pairs already on their profiles (lifeloop's own events: nothing to
+    resolve), in the statement that stores them; returns the pairs stored (a message id already stored
+    is skipped)."""
+    if not items:
+        return []
+    messages, profile_ids = [m for _, m in items], [pid for pid, _ in items]
+    stored: list[str] = []
+    if conn.dialect.name == "postgresql":
+        stored = _append_postgresql(conn, workspace_id, None, messages, profile_ids)
+    else:
+        _append_sqlite(conn, workspace_id, None, messages, stored, profile_ids)
+    kept = set(stored)
+    return [(pid, m) for pid, m in items if m.message_id in kept]
+
+
 def append_events_counted(
     conn: Connection, workspace_id: int, source_id: int | None, messages: Sequence[Message]
 ) -> int:
@@ -79,11 +97,15 @@ def _append_sqlite(
     workspace_id: int,
     source_id: int | None,
     messages: Sequence[Message],
-    ids: list[int] | None,
+    ids: list[Any] | None,
+    profile_ids: Sequence[int] | None = None,
 ) -> int:
-    """Insert ``messages``; the new ids go to ``ids`` unless it is None. Returns how many were stored."""
+    """Insert ``messages`` (on ``profile_ids`` when given); the new ids go to ``ids`` unless it is None
+    (their message ids when placed). Returns how many were stored."""
     stored = 0
-    row_marks = "(" + ",".join("?" * len(_APPEND_COLUMNS)) + ")"
+    columns = _APPEND_COLUMNS + (("profile_id",) if profile_ids is not None else ())
+    returning = "" if ids is None else " RETURNING message_id" if profile_ids is not None else " RETURNING id"
+    row_marks = "(" + ",".join("?" * len(columns)) + ")"
     # A batch shares its receive time, and timestamp is original_timestamp unless the clock was
     # corrected: format each distinct time once (formatting cost more than the insert's Python side).
     times: dict[datetime | None, str | None] = {None: None}
@@ -95,8 +117,9 @@ def _append_sqlite(
 
     for start in range(0, len(messages), _SQLITE_ROWS_PER_STATEMENT):
         chunk = messages[start : start + _SQLITE_ROWS_PER_STATEMENT]
+        placed = profile_ids[start : start + _SQLITE_ROWS_PER_STATEMENT] if profile_ids is not None else ()
         params: list[Any] = []
-        for m in chunk:
+        for n, m in enumerate(chunk):
             params += (
                 workspace_id,
                 source_id,
@@ -118,11 +141,13 @@ def _append_sqlite(
                 None if m.integrations is None else orjson.dumps(m.integrations).decode(),
                 None if m.extra is None else orjson.dumps(m.extra).decode(),
             )
+            if placed:
+                params.append(placed[n])
         sql = (
-            f"INSERT INTO events ({', '.join(_APPEND_COLUMNS)}) VALUES "
+            f"INSERT INTO events ({', '.join(columns)}) VALUES "
             + ",".join([row_marks] * len(chunk))
             + " ON CONFLICT (workspace_id, message_id) DO NOTHING"
-            + ("" if ids is None else " RETURNING id")
+            + returning
         )
         # The DB-API cursor of the connection's transaction: a result object per statement cost more
         # than binding the values.
@@ -144,21 +169,36 @@ def _append_sqlite(
 # orjson writes it in one call (times as RFC 3339, the JSON columns as they are) and PostgreSQL unpacks
 # it in C. Array parameters instead (``unnest``) made psycopg escape every element in Python, which
 # cost more than the insert. A JSON null is SQL NULL in json_to_recordset, as it was before.
-_PG_APPEND = (
-    f"INSERT INTO events ({', '.join(_APPEND_COLUMNS)}) "
-    "SELECT %s::bigint, %s::bigint, t.m, t.ty, t.e, t.n, t.u, t.a, t.g, t.pv, t.ts, t.ot, t.sa, t.ra, "
-    "t.p, t.tr, t.c, t.i, t.x "
+_RECORD = (
     "FROM json_to_recordset(%s::json) AS t(m text, ty text, e text, n text, u text, a text, g text, "
     "pv text, ts timestamptz, ot timestamptz, sa timestamptz, ra timestamptz, "
-    "p jsonb, tr jsonb, c jsonb, i jsonb, x jsonb) "
-    "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING id"
+    "p jsonb, tr jsonb, c jsonb, i jsonb, x jsonb{placed}) "
+)
+_VALUES = "t.m, t.ty, t.e, t.n, t.u, t.a, t.g, t.pv, t.ts, t.ot, t.sa, t.ra, t.p, t.tr, t.c, t.i, t.x"
+_PG_APPEND = (
+    f"INSERT INTO events ({', '.join(_APPEND_COLUMNS)}) SELECT %s::bigint, %s::bigint, {_VALUES} "
+    + _RECORD.format(placed="")
+    + "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING id"
+)
+# The same for events already on their profiles (``pid``), returning the message ids stored.
+_PG_APPEND_PLACED = (
+    f"INSERT INTO events ({', '.join(_APPEND_COLUMNS)}, profile_id) "
+    f"SELECT %s::bigint, %s::bigint, {_VALUES}, t.pid "
+    + _RECORD.format(placed=", pid bigint")
+    + "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id"
 )
 
 
 def _append_postgresql(
-    conn: Connection, workspace_id: int, source_id: int | None, messages: Sequence[Message]
-) -> list[int]:
-    rows = [
+    conn: Connection,
+    workspace_id: int,
+    source_id: int | None,
+    messages: Sequence[Message],
+    profile_ids: Sequence[int] | None = None,
+) -> list[Any]:
+    """Insert ``messages`` (on ``profile_ids`` when given); returns the new ids (their message ids when
+    placed)."""
+    rows: list[dict[str, Any]] = [
         {
             "m": m.message_id,
             "ty": m.type,
@@ -180,7 +220,12 @@ def _append_postgresql(
         }
         for m in messages
     ]
-    stored = conn.exec_driver_sql(_PG_APPEND, (workspace_id, source_id, orjson.dumps(rows).decode()))
+    statement = _PG_APPEND
+    if profile_ids is not None:
+        statement = _PG_APPEND_PLACED
+        for row, pid in zip(rows, profile_ids, strict=True):
+            row["pid"] = pid
+    stored = conn.exec_driver_sql(statement, (workspace_id, source_id, orjson.dumps(rows).decode()))
     return [row[0] for row in stored]
 
 

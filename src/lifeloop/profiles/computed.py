@@ -48,6 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from lifeloop.store.rows import sqlite_rows
 from lifeloop.store.schema import Id, UTCDateTime, metadata
 
 computed_event_days = Table(
@@ -242,27 +243,33 @@ def _upsert_times(conn: Connection, statement: Any) -> Any:
     )
 
 
+def _upsert(conn: Connection, table: Table, upsert: Any, rows: list[tuple[Any, ...]]) -> None:
+    """``upsert`` (``_upsert_days``…) of ``rows``, tuples of every column of ``table`` in order. SQLite gets
+    one driver ``executemany`` of pre-serialised values: SQLAlchemy's per-row parameter processing cost
+    more than the upsert itself."""
+    columns = [c.name for c in table.columns]
+    statement = upsert(conn, _insert(conn, table))
+    if conn.dialect.name != "sqlite":
+        conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    compiled = statement.compile(dialect=conn.dialect, column_keys=columns)
+    order = [columns.index(name) for name in compiled.positiontup or ()]
+    params = [tuple(row[i] for i in order) for row in sqlite_rows(table, columns, rows)]
+    conn.exec_driver_sql(compiled.string, params)
+
+
 def _write(conn: Connection, workspace_id: int, agg: _Aggregates) -> None:
     # Sorted keys: two writers touching the same rows lock them in the same order (no deadlock).
     ws = workspace_id
     if agg.days:
-        rows = [
-            {"workspace_id": ws, "profile_id": p, "event": e, "day": d, "event_count": n}
-            for (p, e, d), n in sorted(agg.days.items())
-        ]
-        conn.execute(_upsert_days(conn, _insert(conn, computed_event_days)), rows)
+        days = [(ws, p, e, d, n) for (p, e, d), n in sorted(agg.days.items())]
+        _upsert(conn, computed_event_days, _upsert_days, days)
     if agg.sums:
-        rows = [
-            {"workspace_id": ws, "profile_id": p, "event": e, "day": d, "property": k, "total": v}
-            for (p, e, d, k), v in sorted(agg.sums.items())
-        ]
-        conn.execute(_upsert_sums(conn, _insert(conn, computed_event_sums)), rows)
+        sums = [(ws, p, e, d, k, v) for (p, e, d, k), v in sorted(agg.sums.items())]
+        _upsert(conn, computed_event_sums, _upsert_sums, sums)
     if agg.times:
-        rows = [
-            {"workspace_id": ws, "profile_id": p, "event": e, "first_at": span[0], "last_at": span[1]}
-            for (p, e), span in sorted(agg.times.items())
-        ]
-        conn.execute(_upsert_times(conn, _insert(conn, computed_event_times)), rows)
+        times = [(ws, p, e, first, last) for (p, e), (first, last) in sorted(agg.times.items())]
+        _upsert(conn, computed_event_times, _upsert_times, times)
 
 
 def apply_resolved_events(conn: Connection, workspace_id: int, events: Sequence[ResolvedEvent]) -> None:

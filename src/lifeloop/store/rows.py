@@ -5,20 +5,34 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Executable, Table, delete, insert
 
-from lifeloop.store.schema import sqlite_time
+from lifeloop.store.schema import UTCDateTime, sqlite_time
 
 _SQLITE_VARIABLES = 30_000  # SQLite allows 32,766 bound values per statement
 IN_CHUNK = 900  # values per IN list: bounded statements on both databases
 
 
-def _sqlite_value(value: Any) -> Any:
-    # The text UTCDateTime keeps, so rows read back like any other.
-    return sqlite_time(value) if isinstance(value, datetime) else value
+Rows = Sequence[Sequence[Any]]
+
+
+def sqlite_rows(table: Table, columns: Sequence[str], rows: Rows) -> Rows:
+    """``rows`` (tuples in ``columns`` order) as the SQLite driver takes them: the times of ``UTCDateTime``
+    columns as the text it keeps, so rows read back like any other; the other values as they are."""
+    times = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)]
+    if not times:
+        return rows
+
+    def serialised(row: Sequence[Any]) -> list[Any]:
+        out = list(row)
+        for i in times:
+            if out[i] is not None:
+                out[i] = sqlite_time(out[i])
+        return out
+
+    return [serialised(row) for row in rows]
 
 
 def insert_rows(
@@ -52,7 +66,7 @@ def insert_rows(
         sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES " + ",".join([marks] * len(chunk))
         if returning:
             sql += f" RETURNING {returning}"
-        params = tuple(_sqlite_value(v) for row in chunk for v in row)
+        params = tuple(v for row in sqlite_rows(table, columns, chunk) for v in row)
         result = conn.exec_driver_sql(sql, params)
         if returning:
             out += result.all()
