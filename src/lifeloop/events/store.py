@@ -117,9 +117,8 @@ def _append_sqlite(
 
     for start in range(0, len(messages), _SQLITE_ROWS_PER_STATEMENT):
         chunk = messages[start : start + _SQLITE_ROWS_PER_STATEMENT]
-        placed = profile_ids[start : start + _SQLITE_ROWS_PER_STATEMENT] if profile_ids is not None else ()
         params: list[Any] = []
-        for n, m in enumerate(chunk):
+        for n, m in enumerate(chunk, start):
             params += (
                 workspace_id,
                 source_id,
@@ -141,8 +140,8 @@ def _append_sqlite(
                 None if m.integrations is None else orjson.dumps(m.integrations).decode(),
                 None if m.extra is None else orjson.dumps(m.extra).decode(),
             )
-            if placed:
-                params.append(placed[n])
+            if profile_ids is not None:
+                params.append(profile_ids[n])
         sql = (
             f"INSERT INTO events ({', '.join(columns)}) VALUES "
             + ",".join([row_marks] * len(chunk))

@@ -243,19 +243,24 @@ def _upsert_times(conn: Connection, statement: Any) -> Any:
     )
 
 
+_SQLITE_UPSERTS: dict[str, tuple[str, list[int]]] = {}  # table → (SQL, which column each ``?`` takes)
+
+
 def _upsert(conn: Connection, table: Table, upsert: Any, rows: list[tuple[Any, ...]]) -> None:
     """``upsert`` (``_upsert_days``…) of ``rows``, tuples of every column of ``table`` in order. SQLite gets
     one driver ``executemany`` of pre-serialised values: SQLAlchemy's per-row parameter processing cost
     more than the upsert itself."""
     columns = [c.name for c in table.columns]
-    statement = upsert(conn, _insert(conn, table))
     if conn.dialect.name != "sqlite":
-        conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
+        named = [dict(zip(columns, row, strict=True)) for row in rows]
+        conn.execute(upsert(conn, _insert(conn, table)), named)
         return
-    compiled = statement.compile(dialect=conn.dialect, column_keys=columns)
-    order = [columns.index(name) for name in compiled.positiontup or ()]
-    params = [tuple(row[i] for i in order) for row in sqlite_rows(table, columns, rows)]
-    conn.exec_driver_sql(compiled.string, params)
+    if table.name not in _SQLITE_UPSERTS:
+        compiled = upsert(conn, _insert(conn, table)).compile(dialect=conn.dialect, column_keys=columns)
+        order = [columns.index(name) for name in compiled.positiontup or ()]
+        _SQLITE_UPSERTS[table.name] = (compiled.string, order)
+    sql, order = _SQLITE_UPSERTS[table.name]
+    conn.exec_driver_sql(sql, [tuple(row[i] for i in order) for row in sqlite_rows(table, columns, rows)])
 
 
 def _write(conn: Connection, workspace_id: int, agg: _Aggregates) -> None:
