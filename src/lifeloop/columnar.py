@@ -31,7 +31,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from sqlalchemy import Connection, Engine, Select, String, cast, event, func, select, type_coerce
+from sqlalchemy import Connection, Engine, Select, event, func, select
 
 from lifeloop.analytics import rollups
 from lifeloop.analytics.state_copy import STREAM as STATE_STREAM
@@ -55,20 +55,10 @@ from lifeloop.conditions.columnar import ColumnarPlan, event_name_sql, interacti
 from lifeloop.events.models import events
 from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect
-from lifeloop.store.rows import fetch_tuples
+from lifeloop.store.rows import fetch_tuples, json_text, time_value
 from lifeloop.store.state_log import SOURCE, SOURCES, Source
 
 STATEFUL = (HasTag, InStage, InSegment)  # what conditions read of the state a recompute writes
-
-
-def json_text(conn: Connection, column: Any) -> Any:
-    """A JSON column as its text, without decoding it in Python."""
-    return type_coerce(column, String) if conn.dialect.name == "sqlite" else cast(column, String)
-
-
-def time_value(conn: Connection, column: Any) -> Any:
-    """A time column as the database gives it (text on SQLite: cast in DuckDB, not parsed in Python)."""
-    return type_coerce(column, String) if conn.dialect.name == "sqlite" else column
 
 
 class Workspace:

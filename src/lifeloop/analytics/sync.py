@@ -24,7 +24,7 @@ Flattening rules (documented in docs/analytics.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +44,7 @@ from lifeloop.events.models import events
 from lifeloop.profiles.computed import NON_INTERACTION_EVENTS
 from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect
+from lifeloop.store.rows import fetch_tuples, json_text, time_value
 from lifeloop.workspaces.models import workspaces
 
 # Events lifeloop emits itself never count as the user's interaction (docs/presets.md); the same set as the
@@ -145,27 +146,39 @@ def event_name(kind: str, event: str | None) -> str:
     return {"page": "Page Viewed", "screen": "Screen Viewed"}.get(kind, kind)
 
 
-def flatten(rows: Iterable[Any], tz: ZoneInfo) -> pd.DataFrame:
-    """Operational event rows → the analytics ``events`` columns."""
-    out: list[tuple[Any, ...]] = []
-    for r in rows:
-        props = r.properties if isinstance(r.properties, dict) else {}
-        name = event_name(r.type, r.event)
-        ts: datetime = r.timestamp.astimezone(UTC)
-        out.append(
+def _document(value: Any) -> Any:
+    """A JSON column as read: its text, decoded here (or the value, from a driver that decodes JSON)."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _channel_of(context: Any, properties: dict[str, Any]) -> str | None:
+    # A context that names neither key (most of them: user agents, IPs…) is not decoded at all.
+    if isinstance(context, str) and "channel" not in context and "campaign" not in context:
+        context = None
+    return channel_of(_document(context), properties)
+
+
+def flatten(rows: Sequence[Sequence[Any]], tz: ZoneInfo) -> pd.DataFrame:
+    """Operational event rows → the analytics ``events`` columns.
+
+    A row is (id, workspace_id, profile_id, type, event, name, timestamp, properties, context), as the
+    driver reads them: times as text on SQLite, JSON as text. Times and days are converted for the whole
+    chunk at once; only the properties (and contexts that may name a channel) are read row by row."""
+    ids, workspace_ids, profile_ids, kinds, events_, names, times, documents, contexts = (
+        (list(column) for column in zip(*rows, strict=True)) if rows else ([] for _ in range(9))
+    )
+    derived: list[tuple[Any, ...]] = []
+    for kind, event, document, context in zip(kinds, events_, documents, contexts, strict=True):
+        props = _document(document)
+        props = props if isinstance(props, dict) else {}
+        name = event_name(kind, event)
+        derived.append(
             (
-                r.id,
-                r.workspace_id,
-                r.profile_id,
-                r.type,
                 name,
-                r.name,
                 _text(props.get("category")),
-                ts.replace(tzinfo=None),
-                ts.astimezone(tz).date(),
-                r.type in INTERACTIVE_TYPES and name not in SYSTEM_EVENTS and not name.startswith("$"),
+                kind in INTERACTIVE_TYPES and name not in SYSTEM_EVENTS and not name.startswith("$"),
                 revenue_of(name, props),
-                channel_of(r.context, props),
+                _channel_of(context, props),
                 _text(props.get("stage")),
                 _text(props.get("previous_stage")),
                 _text(props.get("model")),
@@ -175,9 +188,44 @@ def flatten(rows: Iterable[Any], tz: ZoneInfo) -> pd.DataFrame:
                 orjson.dumps(props).decode() if props else None,
             )
         )
-    frame = pd.DataFrame.from_records(out, columns=EVENT_COLUMNS)
-    frame["revenue"] = frame["revenue"].astype("float64")
-    return frame
+    at = pd.to_datetime(pd.Series(times, dtype=object), utc=True, format="ISO8601")
+    (
+        event_names,
+        category,
+        interactive,
+        revenue,
+        channel,
+        stage,
+        previous_stage,
+        model,
+        journey,
+        group,
+        segment,
+        properties,
+    ) = (list(column) for column in zip(*derived, strict=True)) if derived else ([] for _ in range(12))
+    columns = {
+        "id": ids,
+        "workspace_id": workspace_ids,
+        "profile_id": profile_ids,
+        "type": kinds,
+        "event": event_names,
+        "name": names,
+        "category": category,
+        "ts": at.dt.tz_localize(None),
+        "day": at.dt.tz_convert(tz).dt.date,
+        "interactive": pd.Series(interactive, dtype=bool),
+        "revenue": pd.Series(revenue, dtype="float64"),
+        "channel": channel,
+        "stage": stage,
+        "previous_stage": previous_stage,
+        "lifecycle_model": model,
+        "journey_id": journey,
+        "journey_group": group,
+        "segment": segment,
+        "properties": properties,
+    }
+    assert list(columns) == EVENT_COLUMNS
+    return pd.DataFrame(columns)
 
 
 def _workspace_zones(engine: Engine, workspace_id: int | None) -> dict[int, ZoneInfo]:
@@ -226,16 +274,19 @@ def _sync_events(
         ).scalar_one()
     if waiting is not None:
         report.waiting_at[workspace_id] = waiting
-    columns = [ev.id, ev.workspace_id, ev.profile_id, ev.type, ev.event, ev.name, ev.timestamp]
-    columns += [ev.properties, ev.context]
     while remaining > 0:
         with connect(engine) as conn:
-            rows = conn.execute(
+            # Read raw (times as the driver gives them, JSON as text): ``flatten`` converts the chunk.
+            columns = [ev.id, ev.workspace_id, ev.profile_id, ev.type, ev.event, ev.name]
+            columns += [time_value(conn, ev.timestamp), json_text(conn, ev.properties)]
+            columns.append(json_text(conn, ev.context))
+            rows = fetch_tuples(
+                conn,
                 select(*columns)
                 .where(ev.workspace_id == workspace_id, ev.id > cursor, *bound)
                 .order_by(ev.id)
-                .limit(chunk_size)
-            ).all()
+                .limit(chunk_size),
+            )
         if not rows:
             break
         frame = flatten(rows, tz)

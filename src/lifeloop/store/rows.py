@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Executable, Table, delete, insert
+from sqlalchemy import ColumnElement, Connection, Executable, String, Table, cast, delete, insert, type_coerce
 
 from lifeloop.store.schema import UTCDateTime, sqlite_time
 
@@ -80,6 +80,17 @@ def delete_in(
     for start in range(0, len(values), IN_CHUNK):
         chunk = list(values[start : start + IN_CHUNK])
         conn.execute(delete(table).where(*where, table.c[column].in_(chunk)))
+
+
+def json_text(conn: Connection, column: Any) -> Any:
+    """A JSON column as its text, without decoding it in Python."""
+    return type_coerce(column, String) if conn.dialect.name == "sqlite" else cast(column, String)
+
+
+def time_value(conn: Connection, column: Any) -> Any:
+    """A time column as the database gives it (text on SQLite: cast in DuckDB or pandas, not parsed in
+    Python)."""
+    return type_coerce(column, String) if conn.dialect.name == "sqlite" else column
 
 
 def fetch_tuples(conn: Connection, query: Executable) -> list[tuple[Any, ...]]:
