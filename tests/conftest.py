@@ -54,6 +54,15 @@ def _pg_url(database: str) -> str:
     return sa.make_url(PG_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
 
 
+@pytest.fixture(autouse=True)
+def own_analytics_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code that falls back to the default analytics store (the demo, the worker and CLI subprocesses)
+    writes a file of this test's own: never the checkout's ./var/analytics.duckdb, which a later
+    ``make demo`` would otherwise read as the copy of its own, different database."""
+    path = tmp_path_factory.mktemp("analytics") / "analytics.duckdb"
+    monkeypatch.setenv("LIFELOOP_ANALYTICS_PATH", str(path))
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
