@@ -14,9 +14,13 @@ from lifeloop.analytics.rfm import RfmConfig, rfm_query
 from lifeloop.analytics.rollups import read_rollups
 from lifeloop.analytics.store import store
 from lifeloop.analytics.sync import sync as sync_now
+from lifeloop.config import Settings
 from lifeloop.events.messages import parse_message
+from lifeloop.events.models import events
 from lifeloop.events.service import ingest
 from lifeloop.profiles.resolver import resolve_pending
+from lifeloop.store.engine import create_store_engine
+from lifeloop.store.migrate import upgrade
 from lifeloop.workspaces.models import SourceKey
 from tests.conftest import Brand, make_brand
 
@@ -269,3 +273,37 @@ def test_recent_events_wait_to_settle_on_postgresql(engine: sa.Engine, brand: Br
     else:
         assert report.events == 0 and brand.workspace_id in report.waiting_at
     assert sync_now(engine, tmp_path / "b.duckdb", settle_seconds=0).events == 1
+
+
+def test_a_copy_of_another_database_or_of_a_later_state_is_copied_afresh(
+    engine: sa.Engine, brand: Brand, tmp_path: Path
+) -> None:
+    path = tmp_path / "a.duckdb"
+    # Another database (a new SQLite file, its own identity) with a workspace of the same id.
+    other_engine = create_store_engine(
+        Settings(database_url=f"sqlite:///{tmp_path / 'other.db'}"), poolclass=sa.NullPool
+    )
+    upgrade(other_engine)
+    other = make_brand(other_engine, "other")
+    assert other.workspace_id == brand.workspace_id
+    send(other_engine, other, *(track(f"o{i}", "Order Completed", user="x", revenue=10) for i in range(5)))
+    resolve_pending(other_engine)
+    assert sync(other_engine, path).events == 5
+
+    send(engine, brand, *(track(f"m{i}", "Product Viewed", user="u1") for i in range(2)))
+    resolve_pending(engine)
+    assert sync(engine, path).events == 2  # the other database's copy is dropped, not added to
+    assert rows(path, "SELECT event, revenue FROM events ORDER BY id") == [("Product Viewed", None)] * 2
+    assert rows(path, "SELECT events FROM profile_activity") == [(2,)]
+    kept = 1 if engine.dialect.name == "sqlite" else 0  # (the state copy is kept on SQLite only)
+    assert rows(path, "SELECT count(*) FROM state_profiles") == [(kept,)]
+    assert sync(engine, path).events == 0  # its own copy is kept
+
+    # This database restored from an older backup: the copy holds an event it no longer has.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.delete(events).where(events.c.workspace_id == brand.workspace_id, events.c.message_id == "m1")
+        )
+    assert sync(engine, path).events == 1
+    assert rows(path, "SELECT count(*), sum(CASE WHEN interactive THEN 1 END) FROM events") == [(1, 1)]
+    other_engine.dispose()

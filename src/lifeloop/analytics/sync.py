@@ -23,6 +23,7 @@ Flattening rules (documented in docs/analytics.md):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ import orjson
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
+from lifeloop.analytics import rollups
 from lifeloop.analytics.rollups import append_events
 from lifeloop.analytics.state_copy import sync_state_copy
 from lifeloop.analytics.store import open_store
@@ -44,8 +46,12 @@ from lifeloop.events.models import events
 from lifeloop.profiles.computed import NON_INTERACTION_EVENTS
 from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect
+from lifeloop.store.identity import database_id
 from lifeloop.store.rows import fetch_tuples, json_text, time_value
+from lifeloop.store.state_log import SOURCES
 from lifeloop.workspaces.models import workspaces
+
+log = logging.getLogger(__name__)
 
 # Events lifeloop emits itself never count as the user's interaction (docs/presets.md); the same set as the
 # profiles' computed properties use, plus the journey engine's own events.
@@ -382,6 +388,53 @@ def _sync_profiles(
         raise
 
 
+# What the store copies from the operational database (everything but the operators' channel costs).
+COPIED_TABLES = (
+    "events",
+    "profile_map",
+    "sync_state",
+    "rfm_scores",
+    *rollups.TABLES,
+    *(f"state_{source.name}" for source in SOURCES),
+)
+
+
+def _forget_another_databases_copy(engine: Engine, con: duckdb.DuckDBPyConnection) -> None:
+    """Empty the copy when it is not of this database, so that the sync copies this one afresh: it was made
+    from another database (``store.identity``: a deleted and recreated SQLite file, another environment's
+    file), or it holds events past this database's last one (an older backup restored)."""
+    held = con.execute("SELECT value FROM store_meta WHERE key = 'source_database'").fetchall()
+    cursors = con.execute("SELECT workspace_id, cursor FROM sync_state WHERE stream = 'events'").fetchall()
+    with connect(engine) as conn:
+        source = database_id(conn)
+        last = select(func.max(events.c.id))
+        ahead = [
+            ws
+            for ws, cursor in cursors
+            if (cursor or 0) > (conn.execute(last.where(events.c.workspace_id == ws)).scalar() or 0)
+        ]
+    if held and held[0][0] == source and not ahead:
+        return
+    con.begin()
+    try:
+        if held or cursors:  # (a copy that does not say which database it is of is also copied afresh)
+            log.warning(
+                "the analytics store held a copy of another database (or of a later state of this one): "
+                "copying this database afresh"
+            )
+            for table in COPIED_TABLES:
+                con.execute(f"DELETE FROM {table}")
+        con.execute(
+            "INSERT INTO store_meta VALUES ('source_database', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [source],
+        )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
 def sync(
     engine: Engine,
     path: str | Path,
@@ -408,6 +461,7 @@ def sync(
     zones = _workspace_zones(engine, workspace_id)
     con = open_store(path)
     try:
+        _forget_another_databases_copy(engine, con)
         for ws, tz in zones.items():
             report.workspaces.append(ws)
             _sync_events(engine, con, ws, tz, chunk_size, settle, report, progress)
