@@ -163,7 +163,10 @@ def snapshot(engine: sa.Engine) -> dict[str, Any]:
 
 @contextmanager
 def rows_written(engine: sa.Engine) -> Iterator[list[str]]:
-    """The statements run on ``engine`` meanwhile that inserted, updated or deleted at least one row."""
+    """The statements run through ``engine`` meanwhile that inserted, updated or deleted at least one row.
+
+    The event log's appends on SQLite use the driver's cursor directly and are not seen here: a test that
+    must see them compares the events themselves."""
     written: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:

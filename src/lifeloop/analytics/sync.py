@@ -164,15 +164,18 @@ def _channel_of(context: Any, properties: dict[str, Any]) -> str | None:
     return channel_of(_document(context), properties)
 
 
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """``rows`` of ``width`` values as ``width`` lists, one per column."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
 def flatten(rows: Sequence[Sequence[Any]], tz: ZoneInfo) -> pd.DataFrame:
     """Operational event rows → the analytics ``events`` columns.
 
     A row is (id, workspace_id, profile_id, type, event, name, timestamp, properties, context), as the
     driver reads them: times as text on SQLite, JSON as text. Times and days are converted for the whole
     chunk at once; only the properties (and contexts that may name a channel) are read row by row."""
-    ids, workspace_ids, profile_ids, kinds, events_, names, times, documents, contexts = (
-        (list(column) for column in zip(*rows, strict=True)) if rows else ([] for _ in range(9))
-    )
+    ids, workspace_ids, profile_ids, kinds, events_, names, times, documents, contexts = _columns(rows, 9)
     derived: list[tuple[Any, ...]] = []
     for kind, event, document, context in zip(kinds, events_, documents, contexts, strict=True):
         props = _document(document)
@@ -208,7 +211,7 @@ def flatten(rows: Sequence[Sequence[Any]], tz: ZoneInfo) -> pd.DataFrame:
         group,
         segment,
         properties,
-    ) = (list(column) for column in zip(*derived, strict=True)) if derived else ([] for _ in range(12))
+    ) = _columns(derived, 12)
     columns = {
         "id": ids,
         "workspace_id": workspace_ids,
