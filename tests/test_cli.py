@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,29 @@ def test_installed_entry_point_help() -> None:
     assert result.returncode == 0
     for command in ("migrate", "serve", "import", "demo", "workspace", "source", "token"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        ([], "lifeloop [OPTIONS] COMMAND [ARGS]..."),
+        (["import"], "lifeloop import [OPTIONS] KIND PATH"),
+        (["analytics", "metric"], "lifeloop analytics metric [OPTIONS] NAME"),
+        (["analytics", "costs"], "lifeloop analytics costs [OPTIONS] FILE"),
+        (["workspace", "create"], "lifeloop workspace create [OPTIONS] SLUG"),
+    ],
+)
+def test_help_reads_like_a_click_cli(command: list[str], usage: str) -> None:
+    """Arguments upper-case in the usage line, flags (--help included) without a metavar."""
+    result = subprocess.run(
+        [sys.executable, "-c", "from lifeloop.cli import app; app(prog_name='lifeloop')", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"Usage: {usage}" in result.stdout
+    assert "<bool>" not in result.stdout and "{" not in result.stdout
+    help_row = next(line for line in result.stdout.splitlines() if "--help" in line)
+    assert help_row.split("--help")[1].split() == ["Show", "this", "message", "and", "exit.", "│"]
