@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import json
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from lifeloop.analytics.clv import GammaGammaModel
+from lifeloop.analytics.service import clv_summary
+from lifeloop.analytics.store import store
+from lifeloop.analytics.sync import sync
 from lifeloop.config import Settings
 from lifeloop.events.models import events
 from lifeloop.profiles.models import profiles
 from tests.cli_helpers import run_cli
 from tests.conftest import Brand
 from tests.profiles.helpers import owner
+
+CDNOW = Path(__file__).resolve().parents[1] / "data" / "cdnow"
 
 
 @pytest.fixture
@@ -119,3 +127,73 @@ def test_import_refuses_bad_input_with_a_sentence(
     assert all_bad.exit_code != 0 and "every row was rejected" in all_bad.output
     unknown_ws = cli(["import", "events", str(bad), "-w", "nobody"])
     assert unknown_ws.exit_code != 0 and "no workspace 'nobody'" in unknown_ws.output
+
+
+def test_reimport_stores_nothing_twice_and_keeps_identical_rows(
+    cli, engine: sa.Engine, brand: Brand, tmp_path: Path
+) -> None:
+    # The same customer buying the same amount twice on one day: two genuine rows, not one repeated.
+    frame = pd.DataFrame(
+        {
+            "event": ["Order Completed"] * 3,
+            "user_id": ["u1", "u1", "u2"],
+            "timestamp": ["2025-01-02T00:00:00Z"] * 3,
+            "properties": ['{"revenue": 12.5}'] * 3,
+        }
+    )
+    path = write(frame, tmp_path / "orders.csv")
+    assert (
+        "3 rows: 3 stored, 0 already stored, 0 rejected"
+        in cli(["import", "events", str(path), "-w", "acme"]).output
+    )
+    again = cli(["import", "events", str(path), "-w", "acme"])
+    assert "3 rows: 0 stored, 3 already stored, 0 rejected" in again.output
+    # The file's identity is its content: a copy under another name is the same file.
+    copy = tmp_path / "copy-of-orders.csv"
+    copy.write_bytes(path.read_bytes())
+    assert (
+        "3 rows: 0 stored, 3 already stored, 0 rejected"
+        in cli(["import", "events", str(copy), "-w", "acme"]).output
+    )
+    with engine.connect() as conn:
+        users = conn.execute(
+            sa.select(events.c.user_id).where(events.c.workspace_id == brand.workspace_id)
+        ).scalars()
+        assert sorted(users) == ["u1", "u1", "u2"]
+
+
+@pytest.mark.slow  # 6,919 rows imported and synced
+def test_cdnow_through_import_reproduces_published_gamma_gamma(
+    cli, engine: sa.Engine, brand: Brand, tmp_path: Path
+) -> None:
+    """CDNOW_sample holds 21 rows that repeat another exactly; imported, each is its own order."""
+    raw = pd.read_csv(
+        CDNOW / "CDNOW_sample.txt",
+        sep=r"\s+",
+        header=None,
+        names=["orig_id", "customer", "date", "cds", "amount"],
+        dtype={"orig_id": str, "customer": str, "date": str},
+    )
+    assert raw.duplicated().sum() == 21
+    orders = pd.DataFrame(
+        {
+            "event": "Order Completed",
+            "user_id": "cdnow-" + raw["orig_id"],
+            "timestamp": pd.to_datetime(raw["date"], format="%Y%m%d").dt.strftime("%Y-%m-%dT12:00:00Z"),
+            "properties": [json.dumps({"revenue": float(a)}) for a in raw["amount"]],
+        }
+    )
+    path = write(orders, tmp_path / "cdnow.csv")
+    result = cli(["import", "events", str(path), "-w", "acme"])
+    assert f"{len(raw)} rows: {len(raw)} stored, 0 already stored, 0 rejected" in result.output, result.output
+    store_path = tmp_path / "analytics.duckdb"
+    sync(engine, store_path, settle_seconds=0)
+    with store(store_path) as con:
+        # The published fit is on the 39-week calibration period, 1997-01-01 to 1997-09-30.
+        summary = clv_summary(con, brand.workspace_id, date(1997, 9, 30))
+    repeat = summary[summary["frequency"] > 0]
+    gg = GammaGammaModel().fit(repeat["frequency"], repeat["monetary_value"])
+    assert gg.params is not None and len(repeat) == 946
+    p, q, gamma = gg.params
+    # Fader, Hardie & Lee (2005): p 6.25, q 3.74, gamma 15.44, as published (two decimals).
+    assert (f"{p:.2f}", f"{q:.2f}", f"{gamma:.2f}") == ("6.25", "3.74", "15.44")

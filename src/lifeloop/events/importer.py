@@ -9,8 +9,11 @@ Columns
 - profiles: ``user_id`` (or ``anonymous_id``), any other column becomes a trait; ``email``,
   ``phone``, ``line_user_id``, ``wecom_external_userid``, ``wechat_openid`` and ``wechat_unionid``
   also link those channel identities. A ``type`` column is an ordinary trait here.
-A row without a message id gets one derived from its content, so importing a file twice stores
-each row once.
+A row without a message id gets one derived from the file's content digest, the row's number and
+the row's content (``file_digest``, ``row_to_message``): importing the same file again — or a copy of
+it under another name — stores each row once, and two identical rows of one file (the same customer
+buying the same amount twice on one day) are both stored. A file whose content changed (rows added
+or edited) is another file: give its rows a ``message_id`` column to import it over an earlier one.
 """
 
 from __future__ import annotations
@@ -80,6 +83,15 @@ def count_rows(path: Path) -> int | None:
         return max(sum(1 for _ in handle) - 1, 0)
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of the file's bytes: its identity for derived message ids, whatever its name or place."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_batches(path: Path, batch_rows: int = 5000) -> Iterator[list[dict[str, Any]]]:
     """Rows of a CSV or Parquet file as dicts, a batch at a time (the file is never loaded whole)."""
     suffix = path.suffix.lower()
@@ -110,8 +122,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def row_to_message(row: dict[str, Any], kind: Kind) -> dict[str, Any]:
-    """A Segment message from one file row."""
+def row_to_message(
+    row: dict[str, Any], kind: Kind, *, file: str = "", row_number: int = 0
+) -> dict[str, Any]:
+    """A Segment message from one file row: row ``row_number`` (from 1) of the file whose digest is
+    ``file``; without a message id column its id is derived from both and the row's content."""
     message: dict[str, Any] = {"type": "identify" if kind == "profiles" else "track"}
     bag_name = "traits" if kind == "profiles" else "properties"
     bags: dict[str, dict[str, Any]] = {}
@@ -134,9 +149,9 @@ def row_to_message(row: dict[str, Any], kind: Kind) -> dict[str, Any]:
             bags.setdefault(bag_name, {})[column] = value
     message.update(bags)
     if "messageId" not in message:
-        message["messageId"] = (
-            "import-" + hashlib.sha1(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        )
+        content = orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
+        seed = f"{file}:{row_number}:".encode() + content
+        message["messageId"] = "import-" + hashlib.sha1(seed).hexdigest()
     return message
 
 
@@ -152,6 +167,7 @@ def import_file(
     """Import ``path`` into the key's workspace. Valid rows are stored even when others are rejected."""
     report = ImportReport()
     pending: list[Message] = []
+    digest = ""
 
     def flush() -> None:
         if pending:
@@ -160,14 +176,15 @@ def import_file(
             report.duplicates += result.duplicates
             pending.clear()
 
-    for batch in read_batches(path):
+    for batch in read_batches(path):  # which refuses a missing file or an unknown format first
+        digest = digest or file_digest(path)
         for row in batch:
             report.rows += 1
             line = (
                 report.rows + 1 if path.suffix.lower() != ".parquet" else report.rows
             )  # CSV: header is line 1
             try:
-                raw = row_to_message(row, kind)
+                raw = row_to_message(row, kind, file=digest, row_number=report.rows)
                 check_event_size(raw, "row")
                 pending.append(parse_message(raw, received_at=utcnow()))
             except (LifeloopError, orjson.JSONDecodeError) as error:
