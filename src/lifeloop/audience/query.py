@@ -57,6 +57,18 @@ def member_count(conn: Connection, workspace_id: int, key: str) -> int:
     return int(conn.execute(query).scalar_one())
 
 
+def member_ids(conn: Connection, workspace_id: int, key: str) -> list[int]:
+    """Every member of a segment, by profile id (journeys enter a segment's members)."""
+    segment = get_segment(conn, workspace_id, key)
+    m = segment_members.c
+    query = (
+        select(m.profile_id)
+        .where(m.workspace_id == workspace_id, m.segment_id == segment["id"])
+        .order_by(m.profile_id)
+    )
+    return list(conn.execute(query).scalars())
+
+
 def _person(row: Any) -> dict[str, Any]:
     traits = row.traits or {}
     email = traits.get("email") if isinstance(traits, dict) else None

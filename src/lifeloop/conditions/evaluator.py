@@ -167,9 +167,12 @@ def event_filter(where: Condition | None) -> EventFilter | None:
     return test
 
 
-def evaluate(condition: Condition, view: ProfileView) -> bool:
-    """Whether the profile behind ``view`` satisfies ``condition`` at ``view.now``."""
-    return _condition(condition, view, None)
+def evaluate(condition: Condition, view: ProfileView, *, event: Mapping[str, Any] | None = None) -> bool:
+    """Whether the profile behind ``view`` satisfies ``condition`` at ``view.now``.
+
+    ``event`` holds the properties ``property.…`` reads outside ``where=`` (journeys' conditions).
+    """
+    return _condition(condition, view, event)
 
 
 def _condition(node: Condition, view: ProfileView | None, props: Mapping[str, Any] | None) -> bool:

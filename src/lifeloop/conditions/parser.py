@@ -90,10 +90,10 @@ class _Parser:
         return self.advance()
 
     # --- conditions -----------------------------------------------------------------------------
-    def parse(self) -> Condition:
+    def parse(self, *, event_properties: bool = False) -> Condition:
         if self.at("end"):
             self.expected("a condition")
-        condition = self.or_(in_where=False)
+        condition = self.or_(in_where=event_properties)
         if not self.at("end"):
             self.expected('"and", "or" or end of input')
         return condition
@@ -312,8 +312,12 @@ def _check_where(parser: _Parser, condition: Condition, at: Token) -> None:
     walk(condition)
 
 
-def parse(source: str, *, field: str | None = "condition") -> Condition:
-    """Parse and type-check a condition; raises ConditionSyntaxError (an InvalidInput) with the position."""
+def parse(source: str, *, field: str | None = "condition", event_properties: bool = False) -> Condition:
+    """Parse and type-check a condition; raises ConditionSyntaxError (an InvalidInput) with the position.
+
+    With ``event_properties`` the condition may also read ``property.…`` of one event outside
+    ``where=`` (a journey's trigger filter or branch); only the real-time evaluator runs those.
+    """
     if not isinstance(source, str):
         raise ConditionSyntaxError("a condition must be text", source="", offset=0, field=field)
     if len(source) > MAX_LENGTH:
@@ -321,7 +325,7 @@ def parse(source: str, *, field: str | None = "condition") -> Condition:
             f"condition longer than {MAX_LENGTH} characters", source=source[:200], offset=0, field=field
         )
     try:
-        return _Parser(source).parse()
+        return _Parser(source).parse(event_properties=event_properties)
     except ConditionSyntaxError as error:
         error.field = field
         raise

@@ -6,7 +6,7 @@ transaction as the change they announce, and counted in the computed properties 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection
 
@@ -15,6 +15,17 @@ from lifeloop.events.messages import Message
 from lifeloop.profiles import computed
 
 _CHUNK = 5000
+
+# Called with the events just recorded, in the same transaction. Modules above ``events`` (journeys)
+# subscribe here, so the lifecycle and audience code that records the events need not know them.
+OwnEventListener = Callable[[Connection, int, Sequence[tuple[int, Message]]], None]
+_listeners: list[OwnEventListener] = []
+
+
+def subscribe(listener: OwnEventListener) -> None:
+    """Call ``listener`` with every batch of own events recorded from now on (once per listener)."""
+    if listener not in _listeners:
+        _listeners.append(listener)
 
 
 def record_own_events(conn: Connection, workspace_id: int, items: Sequence[tuple[int, Message]]) -> None:
@@ -25,3 +36,5 @@ def record_own_events(conn: Connection, workspace_id: int, items: Sequence[tuple
             computed.ResolvedEvent(pid, "track", m.event, m.timestamp, m.properties) for pid, m in placed
         ]
         computed.apply_resolved_events(conn, workspace_id, resolved)
+        for listener in _listeners:
+            listener(conn, workspace_id, placed)

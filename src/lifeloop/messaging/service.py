@@ -148,13 +148,15 @@ def send_message(
     optimize_send_time: bool | None = None,
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
+    event: dict[str, Any] | None = None,
 ) -> tuple[OutboxEntry, bool]:
     """Queue a message for a profile (recipient from its identities at send time) or a bare address.
 
     ``content`` is the rendered body; without it ``template`` is rendered now for the profile. A
     template that fails to render is never sent: the message is recorded as a dead letter with the
     reason, and returned with status ``dead``. The contact policy is applied when the worker sends
-    it, not here: consent or quiet hours may have changed by then.
+    it, not here: consent or quiet hours may have changed by then. ``event`` is what the template
+    reads as ``event`` (a journey's trigger event properties).
     """
     from lifeloop.messaging.templates.render import TemplateRenderError
     from lifeloop.profiles.service import resolve_profile_id
@@ -164,7 +166,9 @@ def send_message(
     dead_reason: str | None = None
     if content is None and template is not None:
         try:
-            content = _render(conn, workspace_id, template, channel=channel, profile_id=profile_id)
+            content = _render(
+                conn, workspace_id, template, channel=channel, profile_id=profile_id, event=event
+            )
         except TemplateRenderError as error:
             dead_reason = f"template {template!r} did not render: {error.message}"
             content = {"template_error": error.message}
@@ -191,17 +195,23 @@ def send_message(
 
 
 def _render(
-    conn: Connection, workspace_id: int, key: str, *, channel: str, profile_id: int | None
+    conn: Connection,
+    workspace_id: int,
+    key: str,
+    *,
+    channel: str,
+    profile_id: int | None,
+    event: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from lifeloop.messaging.templates.service import get_template, profile_context, render_template
 
     template = get_template(conn, workspace_id, key)
     if template.channel != channel:
         raise InvalidInput(f"template {key!r} is for {template.channel}, not {channel}", field="template")
-    context: dict[str, Any] = {}
+    context: dict[str, Any] = {"event": dict(event or {})}
     locale = None
     if profile_id is not None:
-        context, locale = profile_context(conn, workspace_id, profile_id)
+        context, locale = profile_context(conn, workspace_id, profile_id, event=event)
     return render_template(template, context, locale=locale).content
 
 

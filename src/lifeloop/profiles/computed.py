@@ -104,6 +104,8 @@ NON_INTERACTION_EVENTS = frozenset(
         "Advisor Task Created",
         "Journey Entered",
         "Journey Exited",
+        "Journey Step Completed",
+        "Journey Converted",
         "Message Suppressed",
     }
 )

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine
 from lifeloop.audience import service as audience
 from lifeloop.events import store as event_store
 from lifeloop.events.messages import message_from_row
+from lifeloop.journeys import engine as journeys
 from lifeloop.lifecycle import service as lifecycle
 from lifeloop.profiles import computed
 from lifeloop.profiles.identity import resolve_and_place
@@ -53,6 +54,17 @@ def resolve_batch(conn: Connection, workspace_id: int, *, batch_size: int = DEFA
     )
     lifecycle.assign_stages(conn, workspace_id, sorted(set(placed.values())), now=now, reason="event")
     audience.refresh(conn, workspace_id, rows, placed, now=now)
+    occurrences = [
+        journeys.Occurrence(
+            placed[r.id],
+            computed.event_name(r.type, r.event),
+            dict(r.properties or {}),
+            r.timestamp,
+            r.message_id,
+        )
+        for r in rows
+    ]
+    journeys.react(conn, workspace_id, occurrences, now=now)
     return len(rows)
 
 

@@ -181,3 +181,35 @@ def set_trait(
             changed,
         )
     return len(changed)
+
+
+def profiles_with_dates(
+    conn: Connection, workspace_id: int, trait: str, *, month_days: list[str] | None = None
+) -> list[tuple[int, str, str | None]]:
+    """Live profiles whose trait ``trait`` holds a date (text starting YYYY-MM-DD): (id, value, timezone).
+
+    With ``month_days`` (``"MM-DD"``) only dates on those days of any year, found by the database,
+    so a daily birthday look reads the few profiles whose day it is, not every profile.
+    """
+    from sqlalchemy import String, func, literal
+
+    if conn.dialect.name == "postgresql":
+        value = profiles.c.traits.op("->>", return_type=String)(literal(trait, String()))
+    else:
+        value = func.json_extract(profiles.c.traits, '$."' + trait.replace('"', "") + '"')
+    query = select(profiles.c.id, value.label("value"), profiles.c.timezone).where(
+        profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None), value.is_not(None)
+    )
+    if month_days is not None:
+        query = query.where(func.substr(value, 6, 5).in_(month_days))
+    return [(r.id, str(r.value), r.timezone) for r in conn.execute(query) if isinstance(r.value, str)]
+
+
+def live_profile_ids(conn: Connection, workspace_id: int) -> list[int]:
+    """Every profile not merged away, by id."""
+    query = (
+        select(profiles.c.id)
+        .where(profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None))
+        .order_by(profiles.c.id)
+    )
+    return list(conn.execute(query).scalars())

@@ -70,6 +70,7 @@ DOMAIN_MODELS = (
     "lifeloop.messaging.channels.models",
     "lifeloop.messaging.templates.models",
     "lifeloop.messaging.models",
+    "lifeloop.journeys.models",
     "lifeloop.store.state_log",
     "lifeloop.store.identity",
 )

@@ -101,7 +101,9 @@ class LineAdapter:
         return classify(response)
 
     def send(self, message: OutboundMessage) -> SendResult:
-        """Push to one user (or group/room id)."""
+        """Push to one user (or group/room id); content ``{"rich_menu_id": …}`` links that rich menu."""
+        if "rich_menu_id" in message.content:
+            return self.link_rich_menu(message.recipient, str(message.content["rich_menu_id"]))
         try:
             messages = line_messages(message.content)
         except ValueError as error:
@@ -110,6 +112,14 @@ class LineAdapter:
         if message.content.get("notification_disabled"):
             payload["notificationDisabled"] = True
         return self._post("/v2/bot/message/push", payload, message.idempotency_key)
+
+    def link_rich_menu(self, user_id: str, rich_menu_id: str) -> SendResult:
+        """Show ``rich_menu_id`` to one user (journeys move the menu with the stage); idempotent."""
+        try:
+            response = self.client.post(f"/v2/bot/user/{user_id}/richmenu/{rich_menu_id}")
+        except httpx.TransportError as error:
+            return SendResult(SendStatus.TRANSIENT, reason=f"LINE unreachable: {error!r}")
+        return classify(response)
 
     def multicast(
         self, recipients: Sequence[str], content: dict[str, Any], *, idempotency_key: str
