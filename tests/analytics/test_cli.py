@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from lifeloop.config import Settings
 from lifeloop.events.messages import parse_message
 from lifeloop.events.service import ingest
+from lifeloop.profiles.models import profiles
 from lifeloop.profiles.resolver import resolve_pending
 from lifeloop.workspaces.models import SourceKey
 from tests.cli_helpers import run_cli
@@ -135,3 +137,55 @@ def test_bad_input_exits_with_a_sentence(settings: Settings, brand: Brand, tmp_p
         done = run_cli(["analytics", *args], settings.database_url, **env)
         assert done.exit_code != 0, args
         assert message in done.output, (args, done.output)
+
+
+def test_clv_shows_user_ids_and_plain_amounts(
+    settings: Settings, engine: sa.Engine, brand: Brand, tmp_path: Path
+) -> None:
+    shop_history(engine, brand)
+    env = {"LIFELOOP_ANALYTICS_PATH": str(tmp_path / "analytics.duckdb")}
+    assert (
+        run_cli(["analytics", "sync", "--settle-seconds", "0"], settings.database_url, **env).exit_code == 0
+    )
+    out = tmp_path / "clv.csv"
+    export = run_cli(
+        ["analytics", "clv", "-w", "acme", "--as-of", "2024-04-30", "-f", "csv", "-o", str(out)],
+        settings.database_url,
+        **env,
+    )
+    assert export.exit_code == 0, export.output
+    value = pd.read_csv(out)
+    assert list(value.columns[:2]) == ["user_id", "profile_id"]
+    with engine.connect() as conn:
+        owners = dict(
+            conn.execute(
+                sa.select(profiles.c.id, profiles.c.user_id).where(
+                    profiles.c.workspace_id == brand.workspace_id
+                )
+            ).all()
+        )
+    assert all(owners[p] == u for p, u in zip(value["profile_id"], value["user_id"], strict=True))
+    assert value["user_id"].str.fullmatch(r"c\d+").all()
+
+    shown = run_cli(
+        ["analytics", "clv", "-w", "acme", "--as-of", "2024-04-30", "--top", "5"],
+        settings.database_url,
+        **env,
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "user_id" in shown.stdout and "profile_id" in shown.stdout
+    rows = [line for line in shown.stdout.splitlines() if re.search(r"│ c\d+ ", line)]
+    assert [line.split("│")[1].strip() for line in rows] == value["user_id"].head(5).tolist()
+    assert "e+" not in shown.stdout and "e-" not in shown.stdout
+    best = value["clv"].iloc[0]
+    assert best >= 1 and f"{best:,.2f}" in rows[0]  # an amount with cents, as in 162,345.12
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(162345.123, "162,345.12"), (12.3456, "12.35"), (0.82314, "0.8231"), (0.0, "0"), (3e-7, "0.0000")],
+)
+def test_numbers_on_screen_have_no_exponent(value: float, shown: str) -> None:
+    from lifeloop.analytics.cli import _number
+
+    assert _number(value) == shown

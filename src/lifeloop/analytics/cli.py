@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -60,6 +61,18 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
+def _number(value: float) -> str:
+    """A float as a person reads it: amounts with cents (162,345.12), shares and probabilities below 1
+    with four significant digits (0.8231), never an exponent (1.623e+05)."""
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 1:
+        return f"{value:,.2f}"
+    if value == 0 or abs(value) >= 1e-4:
+        return f"{value:.4g}"  # from 0.0001 to 1, .4g writes no exponent
+    return f"{value:.4f}"
+
+
 def _emit(
     frame: pd.DataFrame, fmt: Format, out: Path | None, *, title: str, chart: dict[str, Any] | None
 ) -> None:
@@ -76,7 +89,7 @@ def _emit(
             )
         for row in frame.itertuples(index=False, name=None):
             table.add_row(
-                *("" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row)
+                *("" if pd.isna(v) else _number(v) if isinstance(v, float) else str(v) for v in row)
             )
         console.print(table)
         return
@@ -236,8 +249,28 @@ def clv(
     with open_store_ctx(_path(store)) as con:
         frame, params = customer_value(con, ws, months=months, as_of=as_of.date() if as_of else None)
     err.print("fitted: " + ", ".join(f"{k}={v:.4g}" for k, v in params.items()))
-    shown = frame if out is not None else frame.head(top)
+    shown = _with_user_ids(ws, frame if out is not None else frame.head(top))
     _emit(shown, fmt, out, title=f"predicted {months}-month CLV (top {len(shown)})", chart=None)
+
+
+def _with_user_ids(workspace_id: int, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` keyed by profile id (its ``user_id`` column, as the analytics store names it) with the
+    customers' own user ids first and the profile ids in a ``profile_id`` column; anonymous ones empty."""
+    from lifeloop.profiles.service import get_profile, list_profiles
+
+    profile_ids = [int(v) for v in frame["user_id"]]
+    user_ids: dict[int, str | None] = {}
+    with open_engine().connect() as conn:
+        if len(profile_ids) <= 100:  # the rows on screen: one look-up each
+            user_ids = {pid: get_profile(conn, workspace_id, pid).user_id for pid in profile_ids}
+        else:  # an export: every profile, a page at a time
+            after: int | None = None
+            while page := list_profiles(conn, workspace_id, limit=10_000, after_id=after):
+                user_ids.update((row["id"], row["user_id"]) for row in page)
+                after = page[-1]["id"]
+    out = frame.rename(columns={"user_id": "profile_id"})
+    out.insert(0, "user_id", [user_ids.get(pid) for pid in profile_ids])
+    return out
 
 
 @analytics_app.command()
