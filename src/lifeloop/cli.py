@@ -15,6 +15,7 @@ from lifeloop.audience.cli import segments_app, tags_app
 from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
 from lifeloop.config import get_settings
 from lifeloop.errors import LifeloopError
+from lifeloop.journeys.cli import journeys_app
 from lifeloop.lifecycle.cli import lifecycle_app, recompute
 from lifeloop.messaging.cli import deliveries_app, messages_app
 
@@ -33,6 +34,7 @@ app.add_typer(analytics_app, name="analytics")
 app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(tags_app, name="tags")
 app.add_typer(segments_app, name="segments")
+app.add_typer(journeys_app, name="journeys")
 app.command("recompute")(recompute)
 
 
@@ -217,12 +219,14 @@ def worker(
         float, typer.Option(help="How often time-only stage changes are applied.")
     ] = 60.0,
     deliveries: Annotated[bool, typer.Option(help="Also deliver due messages from the outbox.")] = True,
+    journeys: Annotated[bool, typer.Option(help="Also advance due journey runs and time triggers.")] = True,
     analytics_seconds: Annotated[
         float, typer.Option(help="How often the analytics store and value tiers are refreshed; 0: never.")
     ] = 300.0,
 ) -> None:
     """Run background work: place ingested events on profiles, move stages whose time has come,
-    deliver due messages from the outbox, and keep the analytics store and value tiers current.
+    advance journeys, deliver due messages from the outbox, and keep the analytics store and value
+    tiers current.
 
     Several workers may run at once: they take turns per workspace and never claim a message twice.
     """
@@ -248,6 +252,14 @@ def worker(
             name="lifeloop-delivery",
         )
         delivery.start()
+    journey_thread: threading.Thread | None = None
+    if journeys and not once:
+        from lifeloop.journeys.worker import run_journey_worker
+
+        journey_thread = threading.Thread(
+            target=run_journey_worker, args=(engine,), kwargs={"stop_event": stop}, name="lifeloop-journeys"
+        )
+        journey_thread.start()
     analytics: threading.Thread | None = None
     if analytics_seconds > 0 and not once:
         from lifeloop.analytics.refresh import run_refresh_loop
@@ -270,11 +282,21 @@ def worker(
             swept += sum(audience.sweep(engine, ws) for ws in audience.workspaces_to_sweep(engine))
             next_sweep = time.monotonic() + sweep_seconds
         if once:
-            console.print(f"{placed} events placed on profiles, {swept} profiles re-evaluated by time")
+            advanced = 0
+            if journeys:
+                from lifeloop.journeys.engine import run_until_idle
+                from lifeloop.journeys.scheduler import tick
+
+                tick(engine)
+                advanced = run_until_idle(engine)
+            console.print(
+                f"{placed} events placed on profiles, {swept} profiles re-evaluated by time, "
+                f"{advanced} journey runs advanced"
+            )
             return
         if not placed:
             stop.wait(idle_seconds)
-    for thread in (delivery, analytics):
+    for thread in (delivery, journey_thread, analytics):
         if thread is not None:
             thread.join()
 

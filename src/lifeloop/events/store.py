@@ -324,3 +324,24 @@ def count_events(conn: Connection, workspace_id: int, profile_id: int | None = N
     if profile_id is not None:
         query = query.where(events.c.profile_id == profile_id)
     return int(conn.execute(query).scalar_one())
+
+
+def events_between(
+    conn: Connection, workspace_id: int, since: datetime, until: datetime, names: Sequence[str]
+) -> list[Any]:
+    """Placed track events with these names in (since, until], in time order (journeys' dry runs)."""
+    query = (
+        select(
+            events.c.profile_id, events.c.event, events.c.properties, events.c.timestamp, events.c.message_id
+        )
+        .where(
+            events.c.workspace_id == workspace_id,
+            events.c.profile_id.is_not(None),
+            events.c.type == "track",
+            events.c.event.in_(sorted(set(names))),
+            events.c.timestamp > since,
+            events.c.timestamp <= until,
+        )
+        .order_by(events.c.timestamp, events.c.id)
+    )
+    return list(conn.execute(query))

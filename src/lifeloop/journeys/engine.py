@@ -184,8 +184,8 @@ def enter(
         if pid in blocked or (pid in taken and defn.reentry.mode != "always"):
             continue
         if check_condition and condition is not None:
-            props = (trigger or {}).get("properties") or {}
-            if not evaluate(condition, StoredProfile(conn, workspace_id, pid, now=now), event=props):
+            event_props = (trigger or {}).get("properties") or {}
+            if not evaluate(condition, StoredProfile(conn, workspace_id, pid, now=now), event=event_props):
                 continue
         taken.add(pid)
         rows.append(
@@ -213,12 +213,12 @@ def enter(
                 journey_runs.c.workspace_id == workspace_id, journey_runs.c.id.in_(ids)
             )
         ).all()
+        split = next((s for s in defn.steps if isinstance(s, d.SplitStep)), None)
         for run_id, pid in by_id:
-            turn.emit(
-                pid,
-                "Journey Entered",
-                {"journey": defn.key, "journey_id": journey_id, "version": version, "run_id": run_id},
-            )
+            props: dict[str, Any] = {"journey_id": defn.key, "version": version, "run_id": run_id}
+            if split is not None:  # the analytics' treatment / control, known ahead (sticky)
+                props["group"] = "treatment" if assign_arm(split, journey_id, pid) else "control"
+            turn.emit(pid, "Journey Entered", props)
     return ids
 
 
@@ -370,7 +370,9 @@ class _Engine:
             run["profile_id"],
             "Journey Step Completed",
             {
-                "journey_id": run["journey_id"],
+                "journey_id": definition_of(
+                    self.conn, self.turn.workspace_id, run["journey_id"], run["version"]
+                ).key,
                 "version": run["version"],
                 "run_id": run["id"],
                 "step": step.key,
@@ -552,8 +554,7 @@ class _Engine:
             run["profile_id"],
             "Journey Exited",
             {
-                "journey": defn.key,
-                "journey_id": run["journey_id"],
+                "journey_id": defn.key,
                 "version": run["version"],
                 "run_id": run["id"],
                 "reason": reason,
@@ -815,13 +816,13 @@ def _convert_goals(
             goal = defn.goal
             if goal is None:
                 continue
-            start = _entered(run)
-            window_end = start + d.parse_duration(goal.within)
+            began = _entered(run)
+            window_end = began + d.parse_duration(goal.within)
             trigger_id = (run.get("trigger") or {}).get("message_id")
             for o in by_profile[run["profile_id"]]:
                 if o.name != goal.event or o.message_id == trigger_id:
                     continue
-                if not start <= o.timestamp <= window_end:
+                if not began <= o.timestamp <= window_end:
                     continue
                 where = defn.conditions.get("goal.where")
                 if where is not None and not evaluate(
@@ -838,8 +839,7 @@ def _convert_goals(
                     run["profile_id"],
                     "Journey Converted",
                     {
-                        "journey": defn.key,
-                        "journey_id": run["journey_id"],
+                        "journey_id": defn.key,
                         "version": run["version"],
                         "run_id": run["id"],
                         "value": run["conversion_value"],

@@ -277,7 +277,7 @@ def versions(conn: Connection, workspace_id: int, key: str) -> list[dict[str, An
         .where(journey_versions.c.workspace_id == workspace_id, journey_versions.c.journey_id == journey.id)
         .order_by(journey_versions.c.version)
     )
-    counts = dict(
+    counts: dict[int, int] = dict(
         conn.execute(
             select(journey_runs.c.version, func.count())
             .where(

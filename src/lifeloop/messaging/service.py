@@ -351,3 +351,28 @@ def emit_delivery_events(
         key = SourceKey(workspace_id=workspace_id, source_id=None)  # type: ignore[arg-type]
         stored += ingest(engine, key, messages).accepted
     return stored
+
+
+def outcome_counts(conn: Connection, workspace_id: int, outbox_ids: Any) -> dict[str, Any]:
+    """Messages among ``outbox_ids`` (a list or a SELECT of ids) by status, and the suppressed and dead
+    ones by reason: what a journey's or a broadcast's statistics show."""
+    from sqlalchemy import func, select
+
+    from lifeloop.messaging.models import outbox
+
+    scope = (outbox.c.workspace_id == workspace_id, outbox.c.id.in_(outbox_ids))
+    by_status = {
+        status: int(n)
+        for status, n in conn.execute(
+            select(outbox.c.status, func.count()).where(*scope).group_by(outbox.c.status)
+        )
+    }
+    reasons: dict[str, dict[str, int]] = {}
+    rows = conn.execute(
+        select(outbox.c.status, outbox.c.last_error, func.count())
+        .where(*scope, outbox.c.status.in_(["suppressed", "dead", "deferred"]))
+        .group_by(outbox.c.status, outbox.c.last_error)
+    )
+    for status, reason, n in rows:
+        reasons.setdefault(status, {})[reason or "unknown"] = int(n)
+    return {"by_status": by_status, "reasons": reasons, "total": sum(by_status.values())}

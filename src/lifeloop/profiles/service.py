@@ -193,6 +193,7 @@ def profiles_with_dates(
     """
     from sqlalchemy import String, func, literal
 
+    value: Any
     if conn.dialect.name == "postgresql":
         value = profiles.c.traits.op("->>", return_type=String)(literal(trait, String()))
     else:

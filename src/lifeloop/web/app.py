@@ -13,6 +13,8 @@ from lifeloop.analytics.routes import router as analytics_router
 from lifeloop.audience.routes import router as audience_router
 from lifeloop.config import Settings, get_settings
 from lifeloop.events.routes import router as ingest_router
+from lifeloop.journeys.routes import profile_router as profile_journeys_router
+from lifeloop.journeys.routes import router as journeys_router
 from lifeloop.lifecycle.routes import router as lifecycle_router
 from lifeloop.messaging.channels.routes import router as channels_router
 from lifeloop.messaging.inbound.routes import router as inbound_router
@@ -65,4 +67,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(messaging_router)
     app.include_router(analytics_router)
     app.include_router(audience_router)
+    app.include_router(journeys_router)
+    app.include_router(profile_journeys_router)
     return app

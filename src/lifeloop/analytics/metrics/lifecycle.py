@@ -6,13 +6,13 @@ Built on the events the lifecycle and journey engines emit (their contract):
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import pandas as pd
 from pydantic import Field
 
 from lifeloop.analytics.metrics.base import JOURNEY_EVENT, STAGE_EVENT, Metric, days_between, lit
+from lifeloop.experiments import two_proportion_p
 
 
 class StageDistribution(Metric):
@@ -77,18 +77,6 @@ ORDER BY transitions DESC, source, target""",
             names.setdefault(b)
             links.append({"source": a, "target": b, "value": int(transitions)})
         return {"type": "sankey", "nodes": [{"name": n} for n in names], "links": links}
-
-
-def two_proportion_p(x1: int, n1: int, x2: int, n2: int) -> float | None:
-    """Two-sided p-value of the pooled two-proportion z-test, or None when undefined."""
-    if n1 == 0 or n2 == 0:
-        return None
-    pooled = (x1 + x2) / (n1 + n2)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    if se == 0:
-        return None
-    z = (x1 / n1 - x2 / n2) / se
-    return math.erfc(abs(z) / math.sqrt(2))
 
 
 class JourneyConversion(Metric):
