@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import re
@@ -98,7 +99,7 @@ def test_sync_metrics_exports_rfm_clv_and_costs(
     assert chart["metric"] == "retention" and chart["columns"][:2] == ["cohort", "users"]
 
     table = cli("metric", "repeat_purchase", "-w", "acme", "-p", "start=2024-01-01", "-p", "end=2024-04-30")
-    assert table.exit_code == 0 and "repeat_rate" in table.output
+    assert table.exit_code == 0 and "repeat rate" in table.output
 
     costs = tmp_path / "costs.csv"
     costs.write_text("channel,day,cost\nLINE,2024-01-05,100\nads,2024-01-05,250.5\n", encoding="utf-8")
@@ -170,10 +171,11 @@ def test_clv_shows_user_ids_and_plain_amounts(
     shown = run_cli(
         ["analytics", "clv", "-w", "acme", "--as-of", "2024-04-30", "--top", "5"],
         settings.database_url,
-        **env,
+        **{**env, "COLUMNS": "80"},
     )
     assert shown.exit_code == 0, shown.output
-    assert "user_id" in shown.stdout and "profile_id" in shown.stdout
+    assert max(len(line) for line in shown.stdout.splitlines()) <= 80 and "…" not in shown.stdout
+    assert "user id" in shown.stdout and "profile id" in shown.stdout
     rows = [line for line in shown.stdout.splitlines() if re.search(r"│ c\d+ ", line)]
     assert [line.split("│")[1].strip() for line in rows] == value["user_id"].head(5).tolist()
     assert "e+" not in shown.stdout and "e-" not in shown.stdout
@@ -189,3 +191,42 @@ def test_numbers_on_screen_have_no_exponent(value: float, shown: str) -> None:
     from lifeloop.analytics.cli import _number
 
     assert _number(value) == shown
+
+
+def test_tables_fit_80_columns_and_show_the_newest_rows(
+    settings: Settings, engine: sa.Engine, brand: Brand, tmp_path: Path
+) -> None:
+    shop_history(engine, brand)
+    env = {"LIFELOOP_ANALYTICS_PATH": str(tmp_path / "analytics.duckdb"), "COLUMNS": "80"}
+    assert (
+        run_cli(["analytics", "sync", "--settle-seconds", "0"], settings.database_url, **env).exit_code == 0
+    )
+    args = [
+        "analytics",
+        "metric",
+        "retention",
+        "-w",
+        "acme",
+        "-p",
+        "start=2024-01-01",
+        "-p",
+        "end=2024-04-30",
+    ]
+    full = run_cli([*args, "-f", "csv"], settings.database_url, **env)
+    cohorts = pd.read_csv(io.StringIO(full.stdout))["cohort"].tolist()
+    assert len(cohorts) > 12  # a daily cohort per first day
+
+    shown = run_cli(args, settings.database_url, **env)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in shown.output
+    days = [m.group(0) for line in lines if (m := re.search(r"\d{4}-\d{2}-\d{2}", line))]
+    assert days == cohorts[-12:]  # the newest 12 cohorts, each date whole
+    header = " ".join(line for line in lines if "┃" in line)
+    assert all(word in header for word in ("cohort", "users", "d1", "d7", "d30"))
+    assert f"12 of {len(cohorts)} rows shown" in " ".join(shown.output.split())
+
+    every = run_cli([*args, "--rows", "0"], settings.database_url, **env)
+    assert sum(bool(re.search(r"\d{4}-\d{2}-\d{2}", line)) for line in every.stdout.splitlines()) == len(
+        cohorts
+    )

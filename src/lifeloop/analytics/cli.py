@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -73,25 +73,63 @@ def _number(value: float) -> str:
     return f"{value:.4f}"
 
 
-def _emit(
-    frame: pd.DataFrame, fmt: Format, out: Path | None, *, title: str, chart: dict[str, Any] | None
-) -> None:
-    """Write ``frame`` as a table on screen, CSV, Parquet or chart-ready JSON (to ``out`` or stdout)."""
+def _is_time(value: Any) -> bool:
+    return isinstance(value, date | datetime)  # pandas' Timestamp is a datetime
+
+
+def _newest(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """The last ``rows`` rows of a frame ordered by time (its first column a day), else the first ones."""
+    first = frame.iloc[:, 0].dropna() if len(frame.columns) else frame
+    return frame.tail(rows) if len(first) and all(_is_time(v) for v in first) else frame.head(rows)
+
+
+def _screen_table(frame: pd.DataFrame, title: str, width: int) -> Table:
+    """``frame`` as a table that fits ``width`` columns where it can: headers read ``d1 users`` for
+    ``d1_users`` and, when the table is too wide, wrap at their words; days, times and numbers are never
+    wrapped (text columns give way first, and fold rather than end in …)."""
     import pandas as pd
 
+    cells = [
+        ["" if pd.isna(v) else _number(v) if isinstance(v, float) else str(v) for v in row]
+        for row in frame.itertuples(index=False, name=None)
+    ]
+    headers = [str(col).replace("_", " ") for col in frame.columns]
+    longest = [max((len(row[i]) for row in cells), default=0) for i in range(len(headers))]
+    borders = 3 * len(headers) + 1
+    if sum(max(len(h), n) for h, n in zip(headers, longest, strict=True)) + borders > width:
+        headers = ["\n".join(h.split()) for h in headers]
+    table = Table(title=title)
+    for i, col in enumerate(frame.columns):
+        values = frame.iloc[:, i].dropna()
+        numeric = pd.api.types.is_numeric_dtype(frame[col])
+        whole = numeric or bool(len(values) and all(_is_time(v) for v in values))
+        table.add_column(headers[i], justify="right" if numeric else "left", overflow="fold", no_wrap=whole)
+    for row in cells:
+        table.add_row(*row)
+    return table
+
+
+def _emit(
+    frame: pd.DataFrame,
+    fmt: Format,
+    out: Path | None,
+    *,
+    title: str,
+    chart: dict[str, Any] | None,
+    rows: int | None = None,
+) -> None:
+    """Write ``frame`` as a table on screen (its newest or first ``rows`` rows), CSV, Parquet or
+    chart-ready JSON (to ``out`` or stdout); files and the other formats hold every row."""
     if fmt is Format.parquet and out is None:
         fail("--format parquet needs --out FILE")
     if fmt is Format.table and out is None:
-        table = Table(title=title)
-        for col in frame.columns:
-            table.add_column(
-                str(col), justify="right" if pd.api.types.is_numeric_dtype(frame[col]) else "left"
+        shown = frame if rows is None or rows <= 0 or len(frame) <= rows else _newest(frame, rows)
+        console.print(_screen_table(shown, title, console.width))
+        if len(shown) < len(frame):
+            err.print(
+                f"{len(shown)} of {len(frame)} rows shown; --rows 0 shows all, -f csv or -f json gives "
+                "the data"
             )
-        for row in frame.itertuples(index=False, name=None):
-            table.add_row(
-                *("" if pd.isna(v) else _number(v) if isinstance(v, float) else str(v) for v in row)
-            )
-        console.print(table)
         return
     if fmt is Format.parquet:
         assert out is not None
@@ -174,16 +212,25 @@ def metric(
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    rows: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Rows shown in the table: the newest of a series by day, else the first; 0: all."
+        ),
+    ] = 12,
     store: StorePath = None,
 ) -> None:
     """Run one metric, e.g. `lifeloop analytics metric new_users -w tea -p start=2024-01-01 -p end=2024-01-07`
 
-    Lists are comma-separated (`-p steps="Product Viewed,Order Completed"`).
+    Lists are comma-separated (`-p steps="Product Viewed,Order Completed"`). Without start, a range is the
+    90 days up to end (default today). The table shows the newest 12 rows (so `retention` shows its 12
+    newest daily cohorts; `cohort_retention` gives weekly or monthly ones); `--rows 0` shows all, and
+    `-f csv` / `-f json` always give every row.
     """
     from lifeloop.analytics.service import run_metric
 
     result = run_metric(_path(store), _workspace_id(workspace), name, _parse_params(param or []))
-    _emit(result.frame, fmt, out, title=result.metric.title, chart=result.to_json())
+    _emit(result.frame, fmt, out, title=result.metric.title, chart=result.to_json(), rows=rows)
 
 
 @analytics_app.command()
@@ -241,7 +288,11 @@ def clv(
     out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
     store: StorePath = None,
 ) -> None:
-    """Fit BG/NBD + Gamma-Gamma on the workspace's orders: predicted CLV, P(alive) and churn risk per user."""
+    """Fit BG/NBD + Gamma-Gamma on the workspace's orders: predicted CLV, P(alive) and churn risk per user.
+
+    The table shows the top customers' user id, profile id, orders, P(alive), CLV and churn-risk reason;
+    `-f csv` / `-f json` / `-o FILE` give every customer with expected orders and order value as well.
+    """
     from lifeloop.analytics.service import customer_value
     from lifeloop.analytics.store import store as open_store_ctx
 
@@ -250,6 +301,8 @@ def clv(
         frame, params = customer_value(con, ws, months=months, as_of=as_of.date() if as_of else None)
     err.print("fitted: " + ", ".join(f"{k}={v:.4g}" for k, v in params.items()))
     shown = _with_user_ids(ws, frame if out is not None else frame.head(top))
+    if fmt is Format.table and out is None:  # what fits 80 columns; the formats and files hold every column
+        shown = shown[["user_id", "profile_id", "orders", "p_alive", "clv", "risk_reason"]]
     _emit(shown, fmt, out, title=f"predicted {months}-month CLV (top {len(shown)})", chart=None)
 
 

@@ -122,9 +122,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def row_to_message(
-    row: dict[str, Any], kind: Kind, *, file: str = "", row_number: int = 0
-) -> dict[str, Any]:
+def row_to_message(row: dict[str, Any], kind: Kind, *, file: str = "", row_number: int = 0) -> dict[str, Any]:
     """A Segment message from one file row: row ``row_number`` (from 1) of the file whose digest is
     ``file``; without a message id column its id is derived from both and the row's content."""
     message: dict[str, Any] = {"type": "identify" if kind == "profiles" else "track"}
