@@ -220,6 +220,15 @@ def worker(
     ] = 60.0,
     deliveries: Annotated[bool, typer.Option(help="Also deliver due messages from the outbox.")] = True,
     journeys: Annotated[bool, typer.Option(help="Also advance due journey runs and time triggers.")] = True,
+    delivery_lease: Annotated[
+        float, typer.Option(help="Seconds a delivery holds claimed messages before another worker may.")
+    ] = 60.0,
+    webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LIFELOOP_WEBHOOK_SECRET", help="Signs webhooks of workspaces without a webhook channel."
+        ),
+    ] = None,
     analytics_seconds: Annotated[
         float, typer.Option(help="How often the analytics store and value tiers are refreshed; 0: never.")
     ] = 300.0,
@@ -237,7 +246,7 @@ def worker(
 
     from lifeloop.audience import service as audience
     from lifeloop.lifecycle.service import sweep, workspaces_with_models
-    from lifeloop.messaging.delivery_worker import run_delivery_worker
+    from lifeloop.messaging.delivery_worker import Adapters, run_delivery_worker
     from lifeloop.profiles.resolver import resolve_pending
 
     engine = open_engine()
@@ -248,7 +257,13 @@ def worker(
     if deliveries and not once:
         delivery = threading.Thread(
             target=run_delivery_worker,
-            kwargs={"engine": engine, "stop_event": stop, "worker_id": f"worker-{os.getpid()}"},
+            kwargs={
+                "engine": engine,
+                "stop_event": stop,
+                "worker_id": f"worker-{os.getpid()}",
+                "lease_seconds": delivery_lease,
+                "adapters": Adapters(engine, webhook_secret=webhook_secret),
+            },
             name="lifeloop-delivery",
         )
         delivery.start()

@@ -93,3 +93,15 @@ def test_bad_definitions_and_roles_are_refused(client: TestClient, engine: sa.En
         == 403
     )
     assert client.get("/api/v1/journeys", headers=as_analyst).status_code == 200
+
+
+def test_the_published_schema_is_the_one_the_code_checks() -> None:
+    import json
+    from pathlib import Path
+
+    from lifeloop.journeys.definition import json_schema
+
+    published = json.loads((Path(__file__).parents[2] / "docs" / "journey.schema.json").read_text("utf-8"))
+    assert published == json_schema(), (
+        "run the snippet in docs/journeys.md to refresh docs/journey.schema.json"
+    )
