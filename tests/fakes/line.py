@@ -24,10 +24,12 @@ class FakeLine(FakeProvider):
         self.not_friends: set[str] = set()  # users who never added or blocked the account
         self.accepted_keys: dict[str, str] = {}  # X-Line-Retry-Key → request id of the accepted request
         self.delivered: list[tuple[str, dict[str, Any]]] = []  # (user id, message) actually sent
+        self.rich_menus: dict[str, str] = {}  # user id → the rich menu linked to them
         self.app = Starlette(
             routes=[
                 Route("/v2/bot/message/push", self.push, methods=["POST"]),
                 Route("/v2/bot/message/multicast", self.multicast, methods=["POST"]),
+                Route("/v2/bot/user/{user}/richmenu/{menu}", self.link_rich_menu, methods=["POST"]),
             ]
         )
 
@@ -88,3 +90,15 @@ class FakeLine(FakeProvider):
             return self._error(400, "The property, 'to', in the request body is invalid")
         # As LINE does: multicast skips users who cannot receive, without telling which.
         return self._accept(request, [u for u in to if u not in self.not_friends], payload["messages"])
+
+    async def link_rich_menu(self, request: Request) -> Response:
+        await self.record(request)
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return self._error(401, "Authentication failed due to the following reason: invalid token.")
+        if (scripted := self.take_scripted()) is not None:
+            return scripted
+        menu = request.path_params["menu"]
+        if not menu.startswith("richmenu-"):
+            return self._error(400, "richmenu not found")
+        self.rich_menus[request.path_params["user"]] = menu
+        return JSONResponse({})
