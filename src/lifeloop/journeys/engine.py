@@ -42,12 +42,13 @@ STEPS_PER_TURN = 50
 MAX_DEPTH = 3
 FINAL = ("completed", "exited", "failed")
 
-_definitions: dict[tuple[int, int], d.Definition] = {}
+# By database too: a process may use several databases (the tests do), each with its own journey 1.
+_definitions: dict[tuple[str, int, int], d.Definition] = {}
 
 
 def definition_of(conn: Connection, workspace_id: int, journey_id: int, version: int) -> d.Definition:
     """A published version (immutable, so cached for the life of the process)."""
-    key = (journey_id, version)
+    key = (str(conn.engine.url), journey_id, version)
     if key not in _definitions:
         row = conn.execute(
             select(journey_versions.c.definition).where(
