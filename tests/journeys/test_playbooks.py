@@ -273,3 +273,17 @@ def test_churned_big_sales_texts_the_churned_segment_on_the_first_of_november(
     assert world.sends() == []
     world.move("1m")  # 10:00 in Taipei on 1 November: the churned customer only
     assert world.sends() == [("old", "sms", "churned_big_sales.win_back")]
+
+
+def test_first_purchase_day7_sends_the_coupon_only_without_a_repeat(engine: sa.Engine, brand: Brand) -> None:
+    world = World(engine, brand)
+    with engine.begin() as conn:
+        install_playbook(conn, world.ws, "first_purchase_day7", publish=True, now=world.now)
+    world.send("ann", "Order Completed", {"revenue": 300})
+    world.send("bob", "Order Completed", {"revenue": 300})
+    world.move("3d")
+    world.send("bob", "Order Completed", {"revenue": 200})  # a repeat: the goal, no coupon
+    world.move("4d")
+    world.move("1m")
+    assert world.sends() == [("ann", "line", "first_purchase_day7.coupon")]
+    assert world.state("bob") == [("exited", "wait_7d", "goal")]
