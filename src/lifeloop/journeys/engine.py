@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 
 from lifeloop.conditions import StoredProfile, evaluate
-from lifeloop.errors import Conflict, LifeloopError, NotFound
+from lifeloop.errors import Conflict, InvalidInput, LifeloopError, NotFound
 from lifeloop.events.messages import Message
 from lifeloop.journeys import definition as d
 from lifeloop.journeys.models import journey_runs, journey_steps, journey_versions, journeys
@@ -311,12 +311,45 @@ def _wait_until(conn: Connection, run: dict[str, Any], step: d.WaitStep, turn: T
     return moment + offset
 
 
-class _Engine:
-    """Advances runs of one workspace inside one transaction."""
+class _KeyTaken(Exception):
+    """A batched send's idempotency key was already in the outbox: redo the batch one send at a time."""
 
-    def __init__(self, conn: Connection, turn: Turn):
+
+class _Engine:
+    """Advances runs of one workspace inside one transaction.
+
+    Sends are batched: the profiles of the batch are read in bulk at the first send (read again after a
+    step that changes them), the template, workspace and policy once, and the messages are rendered at
+    once but written in multi-row inserts by ``save``. ``eager`` sends each message on its own with
+    ``send_message``, as the batch is redone when a key turns out to be taken (``_KeyTaken``).
+    """
+
+    def __init__(self, conn: Connection, turn: Turn, *, eager: bool = False):
         self.conn, self.turn = conn, turn
         self.changed: dict[int, dict[str, Any]] = {}
+        self.eager = eager
+        self._wanted: set[int] = set()
+        self._profiles: dict[int, Any] = {}  # profile id -> Profile, or None: not in bulk (send it alone)
+        self._templates: dict[str, Any] = {}
+        self._workspace: Any = None
+        self._optimize: bool | None = None
+        self._sends: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (outbox row, its step log row)
+
+    def expect(self, profile_ids: Iterable[int]) -> None:
+        """Profiles this batch may send to: read together at the first send."""
+        self._wanted.update(profile_ids)
+
+    def _profile(self, pid: int) -> Any:
+        if pid not in self._profiles:
+            wanted = sorted((self._wanted | {pid}) - self._profiles.keys())
+            self._wanted = set()
+            found = _read_profiles(self.conn, self.turn.workspace_id, wanted)
+            self._profiles.update({p: found.get(p) for p in wanted})
+        return self._profiles[pid]
+
+    def _changed_profile(self, pid: int) -> None:
+        """A step changed the profile (traits, tags, own events): read it again at its next send."""
+        self._profiles.pop(pid, None)
 
     # One run -------------------------------------------------------------------------------------
     def advance(self, run: dict[str, Any], resumed_by: Occurrence | None = None) -> None:
@@ -434,9 +467,11 @@ class _Engine:
                 self._send(run, step, trigger_props)
                 return defn.next_of(step)
             case d.TagStep():
+                self._changed_profile(pid)
                 self._log(run, step, self._tag(pid, step))
                 return defn.next_of(step)
             case d.SetTraitStep():
+                self._changed_profile(pid)
                 self._set_trait(pid, step)
                 self._log(run, step, "set")
                 return defn.next_of(step)
@@ -501,17 +536,83 @@ class _Engine:
             channel, template = choice
         else:
             channel, template = step.channel, str(step.template)
-        entry, _created = send_message(
-            self.conn,
-            self.turn.workspace_id,
+        profile = None if self.eager else self._profile(pid)
+        if profile is None:  # one by one (merged or missing profiles too: send_message says what happens)
+            self._write_sends()
+            entry, _created = send_message(
+                self.conn,
+                self.turn.workspace_id,
+                channel=channel,
+                template=template,
+                profile_id=pid,
+                transactional=step.transactional,
+                idempotency_key=self._key(run, step),
+                event=trigger_props,
+            )
+            self._log(run, step, "dead" if entry.status == "dead" else "queued", entry.id)
+            return
+        key = self._key(run, step)
+        row = self._render(profile, channel, template, step.transactional, key, trigger_props)
+        self._log(run, step, "dead" if row["status"] == "dead" else "queued")
+        self._sends.append((row, self.turn.logs[-1]))
+
+    def _render(
+        self,
+        profile: Any,
+        channel: str,
+        key: str,
+        transactional: bool,
+        idempotency_key: str,
+        event: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The outbox row ``send_message`` would write for a profile read in bulk (same checks, errors)."""
+        from lifeloop.messaging.outbox import outbox_values
+        from lifeloop.messaging.service import load_policy
+        from lifeloop.messaging.templates.render import TemplateRenderError
+        from lifeloop.messaging.templates.service import context_of, get_template, render_template
+        from lifeloop.workspaces.service import get_workspace
+
+        ws = self.turn.workspace_id
+        if key not in self._templates:
+            self._templates[key] = get_template(self.conn, ws, key)
+        template = self._templates[key]
+        if template.channel != channel:
+            raise InvalidInput(f"template {key!r} is for {template.channel}, not {channel}", field="template")
+        if self._workspace is None:
+            self._workspace = get_workspace(self.conn, ws)
+        context, locale = context_of(profile, self._workspace, event=event)
+        dead_reason: str | None = None
+        try:
+            content = render_template(template, context, locale=locale).content
+        except TemplateRenderError as error:
+            dead_reason = f"template {key!r} did not render: {error.message}"
+            content = {"template_error": error.message}
+        if self._optimize is None:
+            self._optimize = load_policy(self.conn, ws).send_time_optimization
+        return outbox_values(
+            ws,
             channel=channel,
-            template=template,
-            profile_id=pid,
-            transactional=step.transactional,
-            idempotency_key=self._key(run, step),
-            event=trigger_props,
+            content=content,
+            idempotency_key=idempotency_key,
+            profile_id=profile.id,
+            template=key,
+            transactional=transactional,
+            optimize_send_time=self._optimize,
+            dead_reason=dead_reason,
         )
-        self._log(run, step, "dead" if entry.status == "dead" else "queued", entry.id)
+
+    def _write_sends(self) -> None:
+        """The batched sends' outbox rows, in the order they were sent; their ids into the step log."""
+        from lifeloop.messaging.outbox import insert_new
+
+        if not self._sends:
+            return
+        sends, self._sends = self._sends, []
+        ids = insert_new(self.conn, [row for row, _log in sends])
+        if ids is None:
+            raise _KeyTaken
+        for row, logged in sends:
+            logged["outbox_id"] = ids[row["idempotency_key"]]
 
     def _tag(self, pid: int, step: d.TagStep) -> str:
         from lifeloop.audience.service import add_manual_tag, remove_manual_tag
@@ -565,6 +666,7 @@ class _Engine:
 
     # Writing ---------------------------------------------------------------------------------------
     def save(self) -> None:
+        self._write_sends()
         if not self.changed:
             return
         columns = (
@@ -626,15 +728,84 @@ def _load_runs(
     return runs
 
 
+def _read_profiles(conn: Connection, workspace_id: int, pids: Sequence[int]) -> dict[int, Any]:
+    """Profiles by id as ``get_profile`` reads them for a template (no identities or merges), in bulk;
+    merged and missing ones are left out."""
+    from sqlalchemy import func
+
+    from lifeloop.events.models import events
+    from lifeloop.profiles.models import profiles
+    from lifeloop.profiles.service import Profile
+
+    found: dict[int, Any] = {}
+    p = profiles.c
+    for start in range(0, len(pids), 900):
+        chunk = pids[start : start + 900]
+        rows = conn.execute(
+            select(
+                p.id, p.user_id, p.traits, p.timezone, p.locale, p.first_seen, p.last_seen, p.created_at,
+                p.updated_at,
+            ).where(p.workspace_id == workspace_id, p.id.in_(chunk), p.merged_into.is_(None))
+        ).all()  # fmt: skip
+        if not rows:
+            continue
+        counts: dict[int, int] = dict(
+            conn.execute(
+                select(events.c.profile_id, func.count())
+                .where(events.c.workspace_id == workspace_id, events.c.profile_id.in_([r.id for r in rows]))
+                .group_by(events.c.profile_id)
+            ).all()
+        )
+        for r in rows:
+            found[r.id] = Profile(
+                id=r.id,
+                user_id=r.user_id,
+                traits=r.traits or {},
+                timezone=r.timezone,
+                locale=r.locale,
+                first_seen=r.first_seen,
+                last_seen=r.last_seen,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                identities=[],
+                merged_from=[],
+                event_count=int(counts.get(r.id, 0)),
+            )
+    return found
+
+
+def _in_batches(conn: Connection, turn: Turn, work: Any) -> int:
+    """``work(engine)`` then the engine's writes, with sends batched; redone with each message sent on its
+    own (``send_message``) if a batched send's key was already taken, so the outcome is the same."""
+    logs, emits = len(turn.logs), len(turn.emits)
+    try:
+        with conn.begin_nested():
+            engine = _Engine(conn, turn)
+            moved: int = work(engine)
+            engine.save()
+        return moved
+    except _KeyTaken:
+        del turn.logs[logs:], turn.emits[emits:]
+    engine = _Engine(conn, turn, eager=True)
+    moved = work(engine)
+    engine.save()
+    return moved
+
+
 def advance_runs(conn: Connection, workspace_id: int, run_ids: Sequence[int], *, turn: Turn) -> int:
     """Advance the given runs (those still waiting) as far as they go now; returns how many moved."""
-    engine = _Engine(conn, turn)
-    runs = [r for r in _load_runs(conn, workspace_id, sorted(run_ids), lock=True) if r["status"] == "waiting"]
-    for run in runs:
-        engine.advance(run)
-    engine.save()
+
+    def work(engine: _Engine) -> int:
+        runs = _load_runs(conn, workspace_id, sorted(run_ids), lock=True)
+        runs = [r for r in runs if r["status"] == "waiting"]
+        engine.expect(r["profile_id"] for r in runs)
+        for run in runs:
+            engine.advance(run)
+        return len(runs)
+
+    moved = _in_batches(conn, turn, work)
     turn.flush(conn)
-    return len(runs)
+    return moved
 
 
 # --- reacting to events --------------------------------------------------------------------------
@@ -676,6 +847,27 @@ def react(conn: Connection, workspace_id: int, occurrences: Sequence[Occurrence]
     """
     if not occurrences or _depth > MAX_DEPTH:
         return
+    for round_ in _rounds(occurrences):
+        _react_round(conn, workspace_id, round_, now=now)
+
+
+def _rounds(occurrences: Sequence[Occurrence]) -> list[list[Occurrence]]:
+    """The k-th event of every profile in round k: a user's later event in the same batch (the order
+    placed right after the checkout) must see the run its earlier event started."""
+    rounds: list[list[Occurrence]] = []
+    seen: dict[int, int] = {}
+    for o in occurrences:
+        k = seen.get(o.profile_id, 0)
+        seen[o.profile_id] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(o)
+    return rounds
+
+
+def _react_round(
+    conn: Connection, workspace_id: int, occurrences: Sequence[Occurrence], *, now: datetime
+) -> None:
     turn = Turn(workspace_id, now, depth=_depth)
     names = {o.name for o in occurrences}
     _convert_goals(conn, workspace_id, occurrences, names, turn)  # first: a converted run waits no more
@@ -685,13 +877,17 @@ def react(conn: Connection, workspace_id: int, occurrences: Sequence[Occurrence]
     if resumed or runnable:
         savepoint = conn.begin_nested()
         try:
-            engine = _Engine(conn, turn)
-            for run, by in resumed:
-                engine.advance(run, by)
-            if runnable:
-                for run in _load_runs(conn, workspace_id, runnable, lock=False):
-                    engine.advance(run)
-            engine.save()
+
+            def work(engine: _Engine) -> int:
+                engine.expect(o.profile_id for o in occurrences)
+                for run, by in resumed:
+                    engine.advance(dict(run), by)  # a copy: a batch redone starts from the same runs
+                if runnable:
+                    for run in _load_runs(conn, workspace_id, runnable, lock=False):
+                        engine.advance(run)
+                return 0
+
+            _in_batches(conn, turn, work)
             turn.flush(conn)
             savepoint.commit()
         except Exception:
@@ -919,16 +1115,19 @@ def run_due(engine: Engine, *, now: datetime | None = None, limit: int = 500) ->
 
 
 def _advance_claimed(conn: Connection, workspace_id: int, ids: list[int], turn: Turn) -> int:
-    engine = _Engine(conn, turn)
-    runs = _load_runs(conn, workspace_id, sorted(ids), lock=False)
-    for run in runs:
-        if run["status"] != "waiting":
-            continue
-        answered = run["wait_event"] == "$answered"
-        engine.advance(run, _ANSWERED if answered else None)
-    engine.save()
+    def work(engine: _Engine) -> int:
+        runs = _load_runs(conn, workspace_id, sorted(ids), lock=False)
+        engine.expect(r["profile_id"] for r in runs if r["status"] == "waiting")
+        for run in runs:
+            if run["status"] != "waiting":
+                continue
+            answered = run["wait_event"] == "$answered"
+            engine.advance(run, _ANSWERED if answered else None)
+        return len(runs)
+
+    moved = _in_batches(conn, turn, work)
     turn.flush(conn)
-    return len(runs)
+    return moved
 
 
 # Stands for the awaited event after an inline turn failed (see ``_mark_resumed_due``).

@@ -60,6 +60,62 @@ def enqueue(
     With ``dead_reason`` the message is recorded straight as a dead letter (never sent), e.g. when
     its template failed to render.
     """
+    values = outbox_values(
+        workspace_id,
+        channel=channel,
+        content=content,
+        idempotency_key=idempotency_key,
+        profile_id=profile_id,
+        recipient=recipient,
+        template=template,
+        transactional=transactional,
+        optimize_send_time=optimize_send_time,
+        fallback_content=fallback_content,
+        send_at=send_at,
+        fallback_of=fallback_of,
+        now=now,
+        dead_reason=dead_reason,
+    )
+    created = conn.execute(
+        _insert(conn)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "idempotency_key"])
+        .returning(outbox.c.id)
+    ).first()
+    row = conn.execute(
+        select(outbox).where(
+            outbox.c.workspace_id == workspace_id, outbox.c.idempotency_key == idempotency_key
+        )
+    ).one()
+    entry = OutboxEntry.from_row(row)
+    if created is None:
+        stored = (entry.channel, entry.profile_id, entry.recipient, entry.content)
+        if stored != (channel, profile_id, recipient, content):
+            raise Conflict(
+                f"idempotency key {idempotency_key!r} was already used for a different message",
+                field="idempotency_key",
+            )
+    return entry, created is not None
+
+
+def outbox_values(
+    workspace_id: int,
+    *,
+    channel: str,
+    content: dict[str, Any],
+    idempotency_key: str,
+    profile_id: int | None = None,
+    recipient: str | None = None,
+    template: str | None = None,
+    transactional: bool = False,
+    optimize_send_time: bool = False,
+    fallback_content: dict[str, dict[str, Any]] | None = None,
+    send_at: datetime | None = None,
+    fallback_of: int | None = None,
+    now: datetime | None = None,
+    dead_reason: str | None = None,
+) -> dict[str, Any]:
+    """The outbox row ``enqueue`` writes for a message, checked (``InvalidInput`` as ``enqueue``)."""
     if channel not in CHANNELS:
         raise InvalidInput(f"channel must be one of {', '.join(CHANNELS)}", field="channel")
     if not idempotency_key or len(idempotency_key) > MAX_KEY_LENGTH:
@@ -93,26 +149,29 @@ def enqueue(
         "created_at": now,
         "updated_at": now,
     }
-    created = conn.execute(
-        _insert(conn)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "idempotency_key"])
-        .returning(outbox.c.id)
-    ).first()
-    row = conn.execute(
-        select(outbox).where(
-            outbox.c.workspace_id == workspace_id, outbox.c.idempotency_key == idempotency_key
+    return values
+
+
+def insert_new(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, int] | None:
+    """Insert ``outbox_values`` rows of one workspace in multi-row statements, in order; their ids by key.
+
+    None as soon as a key is found already taken: the caller then rolls back to before the first of
+    these inserts and queues the messages with ``enqueue``, which answers for a key already used.
+    """
+    ids: dict[str, int] = {}
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        statement = (
+            _insert(conn)
+            .values(list(chunk))
+            .on_conflict_do_nothing(index_elements=["workspace_id", "idempotency_key"])
+            .returning(outbox.c.id, outbox.c.idempotency_key)
         )
-    ).one()
-    entry = OutboxEntry.from_row(row)
-    if created is None:
-        stored = (entry.channel, entry.profile_id, entry.recipient, entry.content)
-        if stored != (channel, profile_id, recipient, content):
-            raise Conflict(
-                f"idempotency key {idempotency_key!r} was already used for a different message",
-                field="idempotency_key",
-            )
-    return entry, created is not None
+        found = conn.execute(statement).all()
+        if len(found) != len(chunk):
+            return None
+        ids.update((key, row_id) for row_id, key in found)
+    return ids
 
 
 def _due(now: datetime) -> Any:

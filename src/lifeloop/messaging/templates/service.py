@@ -20,8 +20,9 @@ from lifeloop.messaging.templates.render import (
     normalise_locale,
     render_variant,
 )
-from lifeloop.profiles.service import get_profile
+from lifeloop.profiles.service import Profile, get_profile
 from lifeloop.store.schema import utcnow
+from lifeloop.workspaces.models import Workspace
 from lifeloop.workspaces.service import get_workspace
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
@@ -31,6 +32,7 @@ MAX_VARIANT_BYTES = 64 * 1024
 __all__ = [
     "Rendered",
     "TemplateRenderError",
+    "context_of",
     "create_template",
     "get_template",
     "list_templates",
@@ -204,6 +206,17 @@ def profile_context(
     """
     profile = get_profile(conn, workspace_id, profile_id)
     workspace = get_workspace(conn, workspace_id)
+    return context_of(profile, workspace, event=event, computed=computed)
+
+
+def context_of(
+    profile: Profile,
+    workspace: Workspace,
+    *,
+    event: Mapping[str, Any] | None = None,
+    computed: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], str | None]:
+    """``profile_context`` of a profile and workspace already read (batch senders read them in bulk)."""
     now = utcnow()
     summary = {
         "first_seen": _iso(profile.first_seen),
