@@ -23,6 +23,7 @@ from lifeloop.messaging.templates.routes import router as templates_router
 from lifeloop.profiles.resolver import BackgroundResolver
 from lifeloop.profiles.routes import router as profiles_router
 from lifeloop.store.engine import create_store_engine
+from lifeloop.web.docs import install_docs
 from lifeloop.web.health import router as health_router
 from lifeloop.web.problems import install_problem_handlers
 from lifeloop.workspaces.routes import router as workspace_router
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app = FastAPI(
         lifespan=lifespan,
         title="lifeloop",
+        docs_url=None,  # install_docs serves both pages from the package instead of a CDN
+        redoc_url=None,
         version=__version__,
         description=(
             "Customer lifecycle platform. `/v1/*` is wire-compatible with the Segment HTTP Tracking API "
@@ -59,6 +62,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.write_keys = WriteKeyCache(settings.write_key_cache_seconds)
     app.state.resolver = None
     install_problem_handlers(app)
+    install_docs(app)
     for router in (health_router, ingest_router, profiles_router, workspace_router, lifecycle_router):
         app.include_router(router)
     app.include_router(inbound_router)
