@@ -231,16 +231,13 @@ def _insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    ids: list[int] = []
-    for start in range(0, len(rows), 500):
-        statement = (
-            insert(journey_runs)
-            .values(rows[start : start + 500])
-            .on_conflict_do_nothing(index_elements=["journey_id", "profile_id", "entry_key"])
-            .returning(journey_runs.c.id)
-        )
-        ids += list(conn.execute(statement).scalars())
-    return ids
+    # An executemany (one cached compilation, sent as multi-row VALUES), as ``outbox.insert_new``.
+    statement = (
+        insert(journey_runs)
+        .on_conflict_do_nothing(index_elements=["journey_id", "profile_id", "entry_key"])
+        .returning(journey_runs.c.id)
+    )
+    return list(conn.execute(statement, rows).scalars())
 
 
 # --- advancing -----------------------------------------------------------------------------------

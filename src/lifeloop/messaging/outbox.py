@@ -158,20 +158,19 @@ def insert_new(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, in
     None as soon as a key is found already taken: the caller then rolls back to before the first of
     these inserts and queues the messages with ``enqueue``, which answers for a key already used.
     """
-    ids: dict[str, int] = {}
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        statement = (
-            _insert(conn)
-            .values(list(chunk))
-            .on_conflict_do_nothing(index_elements=["workspace_id", "idempotency_key"])
-            .returning(outbox.c.id, outbox.c.idempotency_key)
-        )
-        found = conn.execute(statement).all()
-        if len(found) != len(chunk):
-            return None
-        ids.update((key, row_id) for row_id, key in found)
-    return ids
+    if not rows:
+        return {}
+    # An executemany: SQLAlchemy batches it into multi-row VALUES ("insertmanyvalues") from one cached
+    # compilation; ``.values(list)`` would compile a new statement of every row count, bind by bind.
+    statement = (
+        _insert(conn)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "idempotency_key"])
+        .returning(outbox.c.id, outbox.c.idempotency_key)
+    )
+    found = conn.execute(statement, list(rows)).all()
+    if len(found) != len(rows):
+        return None
+    return {key: row_id for row_id, key in found}
 
 
 def _due(now: datetime) -> Any:

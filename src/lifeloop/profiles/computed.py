@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Column,
     ColumnElement,
     Connection,
@@ -35,8 +36,10 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     case,
     cast,
+    column,
     delete,
     func,
     insert,
@@ -246,6 +249,7 @@ def _upsert_times(conn: Connection, statement: Any) -> Any:
 
 
 _SQLITE_UPSERTS: dict[str, tuple[str, list[int]]] = {}  # table → (SQL, which column each ``?`` takes)
+_PG_UPSERTS: dict[str, Any] = {}  # table → INSERT … SELECT FROM json_to_recordset(:rows) ON CONFLICT …
 
 
 def _upsert(conn: Connection, table: Table, upsert: Any, rows: list[tuple[Any, ...]]) -> None:
@@ -254,8 +258,15 @@ def _upsert(conn: Connection, table: Table, upsert: Any, rows: list[tuple[Any, .
     more than the upsert itself."""
     columns = [c.name for c in table.columns]
     if conn.dialect.name != "sqlite":
-        named = [dict(zip(columns, row, strict=True)) for row in rows]
-        conn.execute(upsert(conn, _insert(conn, table)), named)
+        # One statement over one JSON document: an executemany would send a statement per row.
+        if table.name not in _PG_UPSERTS:
+            rows_of = func.json_to_recordset(bindparam("rows", type_=JSON)).table_valued(
+                *(column(c.name, c.type) for c in table.columns)
+            )
+            source = select(*rows_of.render_derived(name="r", with_types=True).c)
+            _PG_UPSERTS[table.name] = upsert(conn, _insert(conn, table).from_select(columns, source))
+        keys = [str(c) for c in columns]  # plain str: orjson refuses str subclasses as keys
+        conn.execute(_PG_UPSERTS[table.name], {"rows": [dict(zip(keys, row, strict=True)) for row in rows]})
         return
     if table.name not in _SQLITE_UPSERTS:
         compiled = upsert(conn, _insert(conn, table)).compile(dialect=conn.dialect, column_keys=columns)

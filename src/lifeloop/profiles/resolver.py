@@ -195,13 +195,17 @@ class BackgroundResolver:
             return False
         for ws in workspace_ids:
             busy = self._ingest_busy()
-            spent = self._one_batch(ws, self._batch_size if busy else self._quiet_batch_size)
-            if busy and not self._behind and self._busy_share < 1:
+            size = self._batch_size if busy else self._quiet_batch_size
+            spent, placed = self._one_batch(ws, size)
+            # Only a full batch means a backlog to pace; a partial one means it keeps up, and pausing
+            # then would only delay what reacts to each event (a journey's welcome) by the pause.
+            if busy and placed >= size and not self._behind and self._busy_share < 1:
                 self._stop.wait(spent * (1 - self._busy_share) / self._busy_share)
         return True
 
-    def _one_batch(self, workspace_id: int, size: int) -> float:
-        """Resolve one batch; returns the seconds of work (not of waiting for the write turn)."""
+    def _one_batch(self, workspace_id: int, size: int) -> tuple[float, int]:
+        """Resolve one batch; returns the seconds of work (not of waiting for the write turn) and how many
+        events it placed."""
         started: list[float] = []
 
         def work(conn: Connection) -> int:
@@ -209,5 +213,5 @@ class BackgroundResolver:
             return resolve_batch(conn, workspace_id, batch_size=size)
 
         # Behind the bound it no longer lets ingest requests go first on SQLite.
-        transaction(self._engine, work, background=not self._behind)
-        return time.monotonic() - started[-1]
+        placed = transaction(self._engine, work, background=not self._behind)
+        return time.monotonic() - started[-1], placed

@@ -8,6 +8,7 @@ with the locale, field and reason, and nothing is returned, so nothing half-rend
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from liquid import Environment, StrictDefaultUndefined
@@ -108,9 +109,15 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
+@lru_cache(maxsize=2048)
+def _parsed(env: Environment, source: str) -> Any:
+    # A journey or broadcast renders one source for thousands of recipients: parse it once.
+    return env.from_string(source)
+
+
 def _render_value(value: Any, env: Environment, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
-        return env.from_string(value).render(**context) if ("{{" in value or "{%" in value) else value
+        return _parsed(env, value).render(**context) if ("{{" in value or "{%" in value) else value
     if isinstance(value, dict):
         return {k: _render_value(v, env, context) for k, v in value.items()}
     if isinstance(value, list):
