@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 # Makes sure PostgreSQL is installed and running, then runs every test on SQLite and PostgreSQL.
 test: $(STAMP) services
-	$(BIN)/pytest -n 2 -m "not spark" --cov --cov-report= $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 -m "not spark" --durations=25 --cov --cov-report= $(PYTEST_ARGS)
 	@# Spark tests in one process: one Spark session (≈15 s to start) for the whole run.
 	$(BIN)/pytest -m spark --cov --cov-append --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS) \
 		|| [ $$? -eq 5 ]
