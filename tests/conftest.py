@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 import uvicorn
 from fastapi.testclient import TestClient
 
-from lifeloop.config import Settings
+from lifeloop.config import Settings, get_settings
 from lifeloop.store.engine import create_store_engine
 from lifeloop.store.migrate import upgrade
 from lifeloop.store.schema import load_all_tables
@@ -61,6 +61,20 @@ def own_analytics_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     ``make demo`` would otherwise read as the copy of its own, different database."""
     path = tmp_path_factory.mktemp("analytics") / "analytics.duckdb"
     monkeypatch.setenv("LIFELOOP_ANALYTICS_PATH", str(path))
+
+
+@pytest.fixture
+def process_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Settings]]:
+    """Point the process's own configuration (``get_settings()``, as the CLI and ``lifeloop serve`` read
+    it) at a database URL, for the duration of the test."""
+
+    def use(url: str) -> Settings:
+        monkeypatch.setenv("LIFELOOP_DATABASE_URL", url)
+        get_settings.cache_clear()
+        return get_settings()
+
+    yield use
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

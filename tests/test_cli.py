@@ -101,3 +101,13 @@ def test_help_reads_like_a_click_cli(command: list[str], usage: str) -> None:
     assert "<bool>" not in result.stdout and "{" not in result.stdout
     help_row = next(line for line in result.stdout.splitlines() if "--help" in line)
     assert help_row.split("--help")[1].split() == ["Show", "this", "message", "and", "exit.", "│"]
+
+
+@pytest.mark.parametrize("command", [["serve"], ["demo"]])
+def test_serving_commands_promise_only_what_is_served(command: list[str]) -> None:
+    """No web console exists yet, so no help text may point to one."""
+    result = run_cli([*command, "--help"], "sqlite://")
+    assert result.exit_code == 0, result.output
+    assert "console" not in result.stdout.lower()
+    if command == ["serve"]:
+        assert "/api/v1" in result.stdout and "/docs" in result.stdout

@@ -248,7 +248,10 @@ def worker(
     from lifeloop.lifecycle.service import sweep, workspaces_with_models
     from lifeloop.messaging.delivery_worker import Adapters, run_delivery_worker
     from lifeloop.profiles.resolver import resolve_pending
+    from lifeloop.secret_key import require_for
 
+    if deliveries and not once:  # deliveries decrypt channel credentials and sign tracking links
+        require_for("lifeloop worker")
     engine = open_engine()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -325,10 +328,14 @@ def serve(
         int, typer.Option(help="Worker processes (PostgreSQL; SQLite works best with 1).")
     ] = 1,
 ) -> None:
-    """Serve the ingest API, the REST API and the console."""
+    """Serve the REST API (/api/v1), the Segment-compatible ingest API (/v1), channel webhooks and
+    tracking links, and the API docs (/docs, /redoc)."""
     import uvicorn
 
+    from lifeloop.secret_key import require_for
+
     settings = get_settings()
+    require_for("lifeloop serve", settings)
     open_engine()  # refuse to serve an unmigrated store
     uvicorn.run(
         "lifeloop.web.app:create_app",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import socket
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -133,10 +136,32 @@ def demo_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S
     get_settings.cache_clear()
 
 
+def _watch_health(port: int, stop: threading.Event, seen: list[tuple[int, int, str]]) -> None:
+    """Record (liveness status, readiness status, readiness reason) while the demo's server runs."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2.0) as client:
+        while not stop.is_set():
+            try:
+                alive, ready = client.get("/health"), client.get("/health/ready")
+            except httpx.TransportError:
+                time.sleep(0.02)
+                continue
+            seen.append((alive.status_code, ready.status_code, ready.json().get("reason", "")))
+
+
 def test_demo_loads_through_the_api_and_a_second_run_stores_nothing_new(demo_database: Settings) -> None:
     output = io.StringIO()
     console = Console(file=output, width=200)
-    first = run_demo(customers=150, days=60, serve=False, port=free_port(), console=console)
+    port, stop, seen = free_port(), threading.Event(), []
+    watcher = threading.Thread(target=_watch_health, args=(port, stop, seen))
+    watcher.start()
+    try:
+        first = run_demo(customers=150, days=60, serve=False, port=port, console=console)
+    finally:
+        stop.set()
+        watcher.join()
+    # Alive from the start, but not ready while the brand's history is still being loaded.
+    assert seen and all(alive == 200 for alive, _, _ in seen)
+    assert (200, 503, "loading the demo brand (150 customers, 60 days of history)") in seen
     assert first.events > 1000
     assert (first.accepted, first.duplicates) == (first.events, 0)
     assert first.api_token in output.getvalue() and f"{first.base_url}/docs" in output.getvalue()
@@ -156,6 +181,7 @@ def test_demo_loads_through_the_api_and_a_second_run_stores_nothing_new(demo_dat
             assert conn.execute(identified).scalar_one() > 30
             assert conn.execute(sa.select(sa.func.count()).select_from(profile_merges)).scalar_one() > 0
         with TestClient(create_app(demo_database, engine)) as client:
+            assert client.get("/health/ready").json()["status"] == "ok"  # loaded, migrated
             bearer = {"Authorization": f"Bearer {first.api_token}"}
             page = client.get("/api/v1/profiles", params={"limit": 5}, headers=bearer).json()
             assert len(page["items"]) == 5

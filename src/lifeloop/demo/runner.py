@@ -111,10 +111,13 @@ def run_demo(
         end = end or credentials.created.replace(minute=0, second=0, microsecond=0)
         with console.status(f"simulating {customers:,} customers over {days} days…"):
             simulation = Simulation(customers, days, seed, end)
-        server = _BackgroundServer(create_app(settings, engine), port)
+        app = create_app(settings, engine)
+        app.state.loading = f"loading the demo brand ({customers:,} customers, {days} days of history)"
+        server = _BackgroundServer(app, port)
         server.start()
         try:
             summary = _load(simulation, server.url, credentials, console, engine)
+            app.state.loading = None
             _print_guide(summary, console, serving=serve)
             if serve:
                 server.serve_until_interrupted(console)

@@ -110,7 +110,10 @@ def work(
     import signal
 
     from lifeloop.messaging.delivery_worker import Adapters, deliver_due, run_delivery_worker
+    from lifeloop.secret_key import require_for
 
+    if not once:
+        require_for("lifeloop messages work")
     engine = open_engine()
     name = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
     adapters = Adapters(engine, webhook_secret=webhook_secret)

@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine or create_store_engine(settings)
     app.state.write_keys = WriteKeyCache(settings.write_key_cache_seconds)
     app.state.resolver = None
+    app.state.loading = None  # a sentence while a start-up load runs: /health/ready answers 503 with it
     install_problem_handlers(app)
     install_docs(app)
     for router in (health_router, ingest_router, profiles_router, workspace_router, lifecycle_router):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import text
 
 from lifeloop import __version__
@@ -20,8 +20,11 @@ def health() -> dict[str, str]:
 
 
 @router.get("/health/ready")
-def ready(engine: EngineDep) -> JSONBody:
-    """The database answers and is migrated to the newest schema."""
+def ready(request: Request, engine: EngineDep) -> JSONBody:
+    """The database answers, is migrated to the newest schema, and no start-up load is under way."""
+    loading: str | None = request.app.state.loading
+    if loading is not None:  # e.g. ``lifeloop demo`` still sending the brand's history
+        return JSONBody({"status": "unavailable", "reason": loading}, status_code=503)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

@@ -97,8 +97,10 @@ def test_another_secret_key_cannot_read_the_credentials(
 
 @pytest.mark.parametrize("value", [None, "too-short"])
 def test_a_missing_secret_key_is_a_clear_error(
-    engine: sa.Engine, brand: Brand, monkeypatch: pytest.MonkeyPatch, value: str | None
+    engine: sa.Engine, brand: Brand, monkeypatch: pytest.MonkeyPatch, process_database, value: str | None
 ) -> None:
+    # A deployment on PostgreSQL: no embedded store to keep a generated key in (tests/test_secret_key.py).
+    process_database("postgresql://lifeloop@db.invalid/lifeloop")
     if value is None:
         monkeypatch.delenv("LIFELOOP_SECRET_KEY")
     else:

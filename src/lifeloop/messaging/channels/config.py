@@ -1,16 +1,15 @@
 """Channel configurations per workspace, with credentials encrypted at rest.
 
 Credentials (access tokens, app secrets, SMTP passwords) are stored as AES-256-GCM ciphertext under a
-key derived from ``LIFELOOP_SECRET_KEY``. The row's workspace, channel and name are the associated
-data, so a ciphertext copied to another row (or another workspace) fails to decrypt instead of
-silently handing over a brand's credentials.
+key derived from the deployment's secret key (``lifeloop.secret_key``). The row's workspace, channel and
+name are the associated data, so a ciphertext copied to another row (or another workspace) fails to
+decrypt instead of silently handing over a brand's credentials.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import secrets
 from typing import Any
@@ -24,33 +23,16 @@ from sqlalchemy import Connection, insert, select, update
 
 from lifeloop.errors import Conflict, InvalidInput, LifeloopError, NotFound
 from lifeloop.messaging.channels.models import CHANNELS, ChannelConfig, channel_configs
+from lifeloop.secret_key import SECRET_KEY_ENV, secret_key
+from lifeloop.secret_key import MissingSecretKey as MissingSecretKey  # where callers have imported it
 from lifeloop.store.schema import utcnow
 
-SECRET_KEY_ENV = "LIFELOOP_SECRET_KEY"
-_MIN_SECRET_LENGTH = 32
 _VERSION = "v1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-class MissingSecretKey(LifeloopError):
-    code = "missing_secret_key"
-
-
 class CredentialsUnreadable(LifeloopError):
     code = "credentials_unreadable"
-
-
-def secret_key() -> bytes:
-    """The deployment's master secret; every encryption and signing key is derived from it."""
-    value = os.environ.get(SECRET_KEY_ENV, "")
-    if len(value) < _MIN_SECRET_LENGTH:
-        problem = "is not set" if not value else f"is shorter than {_MIN_SECRET_LENGTH} characters"
-        raise MissingSecretKey(
-            f"{SECRET_KEY_ENV} {problem}; it encrypts channel credentials and signs tracking links. "
-            "Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))' "
-            "and keep it stable (changing it makes stored credentials unreadable)."
-        )
-    return value.encode()
 
 
 def derive_key(purpose: str) -> bytes:
@@ -83,7 +65,8 @@ def decrypt_credentials(token: str, *, workspace_id: int, channel: str, name: st
     except InvalidTag:
         raise CredentialsUnreadable(
             f"credentials of {channel} channel {name!r} cannot be decrypted: "
-            f"{SECRET_KEY_ENV} changed, or the row was tampered with; save the credentials again"
+            f"{SECRET_KEY_ENV} (or the embedded store's key file) changed, or the row was tampered with; "
+            "save the credentials again"
         ) from None
     value = orjson.loads(plain)
     assert isinstance(value, dict)
