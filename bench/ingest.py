@@ -145,6 +145,7 @@ def run_ingest(url: str, batches: list[dict], threads: int, resolver: str) -> tu
         "LIFELOOP_DATABASE_URL": url,
         "LIFELOOP_LOG_LEVEL": "warning",
         "LIFELOOP_RESOLVE_IN_SERVER": str(resolver == "server").lower(),
+        "LIFELOOP_SECRET_KEY": os.environ.get("LIFELOOP_SECRET_KEY", "bench-secret-key-of-at-least-32-chars"),
     }
     # PostgreSQL takes several API processes (as in production); SQLite has one writer, so one process.
     processes = "1" if url.startswith("sqlite") else "2"

@@ -34,6 +34,8 @@ from lifeloop.workspaces.service import create_api_token, create_source, create_
 
 PG_ADMIN_URL = os.environ.get("LIFELOOP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgresql"]
+# What production sets in LIFELOOP_SECRET_KEY, for worker and server processes the tests start on PostgreSQL.
+TEST_SECRET_KEY = "test-secret-key-for-channel-credentials-0123456789"
 
 
 def pg_admin(sql: str) -> None:

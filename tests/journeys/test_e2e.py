@@ -18,7 +18,7 @@ from lifeloop.messaging.delivery_worker import Adapters, deliver_due
 from lifeloop.messaging.models import outbox
 from lifeloop.profiles.resolver import resolve_pending
 from lifeloop.store.schema import utcnow
-from tests.conftest import Brand
+from tests.conftest import TEST_SECRET_KEY, Brand
 from tests.fakes.line import FakeLine
 from tests.journeys.world import World
 
@@ -28,7 +28,7 @@ FRIEND = "U1234567890abcdef1234567890abcdef"
 
 @pytest.fixture(autouse=True)
 def secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LIFELOOP_SECRET_KEY", "test-secret-key-for-channel-credentials-0123456789")
+    monkeypatch.setenv("LIFELOOP_SECRET_KEY", TEST_SECRET_KEY)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from lifeloop.journeys.models import journey_runs, journey_steps
 from lifeloop.messaging.models import outbox
 from lifeloop.profiles.service import live_profile_ids
 from lifeloop.store.engine import connect
-from tests.conftest import Brand
+from tests.conftest import TEST_SECRET_KEY, Brand
 from tests.fakes.webhook_server import FakeWebhookServer
 from tests.journeys.world import World
 from tests.messaging.helpers import SECRET
@@ -58,6 +58,7 @@ def _worker(settings: Settings, tmp: str) -> subprocess.Popen:
         "LIFELOOP_DATABASE_URL": settings.database_url,
         "LIFELOOP_STRICT_SCOPING": "true",
         "LIFELOOP_WEBHOOK_SECRET": SECRET,
+        "LIFELOOP_SECRET_KEY": TEST_SECRET_KEY,
         "LIFELOOP_ANALYTICS_PATH": os.path.join(tmp, "analytics.duckdb"),
     }
     command = [

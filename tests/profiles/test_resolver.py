@@ -22,7 +22,7 @@ from lifeloop.profiles.resolver import BackgroundResolver, count_pending, resolv
 from lifeloop.store.schema import utcnow
 from lifeloop.web.app import create_app
 from lifeloop.workspaces.models import SourceKey
-from tests.conftest import Brand
+from tests.conftest import TEST_SECRET_KEY, Brand
 from tests.profiles.helpers import assert_consistent, partition
 
 
@@ -70,7 +70,12 @@ def test_the_api_process_resolves_in_the_background(
 
 
 def _worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "LIFELOOP_DATABASE_URL": settings.database_url, "LIFELOOP_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "LIFELOOP_DATABASE_URL": settings.database_url,
+        "LIFELOOP_LOG_LEVEL": "warning",
+        "LIFELOOP_SECRET_KEY": TEST_SECRET_KEY,
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "lifeloop.cli", "worker", "--idle-seconds", "0.05"],
         env=env,

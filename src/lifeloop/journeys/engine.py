@@ -207,24 +207,19 @@ def enter(
                 "updated_at": now,
             }
         )
-    ids = _insert_runs(conn, rows)
-    if ids and turn is not None:
-        by_id = conn.execute(
-            select(journey_runs.c.id, journey_runs.c.profile_id).where(
-                journey_runs.c.workspace_id == workspace_id, journey_runs.c.id.in_(ids)
-            )
-        ).all()
+    inserted = _insert_runs(conn, rows)
+    if inserted and turn is not None:
         split = next((s for s in defn.steps if isinstance(s, d.SplitStep)), None)
-        for run_id, pid in by_id:
+        for run_id, pid in inserted:
             props: dict[str, Any] = {"journey_id": defn.key, "version": version, "run_id": run_id}
             if split is not None:  # the analytics' treatment / control, known ahead (sticky)
                 props["group"] = "treatment" if assign_arm(split, journey_id, pid) else "control"
             turn.emit(pid, "Journey Entered", props)
-    return ids
+    return [run_id for run_id, _pid in inserted]
 
 
-def _insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert runs, skipping entry keys already taken; returns the new runs' ids."""
+def _insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """Insert runs, skipping entry keys already taken; (run id, profile id) of the new runs."""
     if not rows:
         return []
     from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -235,9 +230,9 @@ def _insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     statement = (
         insert(journey_runs)
         .on_conflict_do_nothing(index_elements=["journey_id", "profile_id", "entry_key"])
-        .returning(journey_runs.c.id)
+        .returning(journey_runs.c.id, journey_runs.c.profile_id)
     )
-    return list(conn.execute(statement, rows).scalars())
+    return [(run_id, pid) for run_id, pid in conn.execute(statement, rows)]
 
 
 # --- advancing -----------------------------------------------------------------------------------
