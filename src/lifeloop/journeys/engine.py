@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 
 from lifeloop.conditions import StoredProfile, evaluate
@@ -218,10 +219,36 @@ def enter(
     return [run_id for run_id, _pid in inserted]
 
 
+# PostgreSQL: one constant statement taking the runs as one JSON array, unpacked in C (as the events
+# store does). A multi-row VALUES statement is parsed by psycopg in Python on every call: 11.6 of the
+# 21 s that entering 50,000 members took went there.
+_RUN_FIELDS = (
+    ("workspace_id", "bigint"), ("journey_id", "bigint"), ("version", "integer"), ("profile_id", "bigint"),
+    ("entry_key", "text"), ("status", "text"), ("step", "text"), ("due_at", "timestamptz"),
+    ("in_wait", "boolean"), ("wait_event", "text"), ("steps_done", "integer"), ("trigger", "jsonb"),
+    ("entered_at", "timestamptz"), ("updated_at", "timestamptz"),
+)  # fmt: skip
+_RUN_NAMES = ['"' + name + '"' for name, _ in _RUN_FIELDS]  # "trigger" is a reserved word
+_PG_INSERT_RUNS = (
+    f"INSERT INTO journey_runs ({', '.join(_RUN_NAMES)}) "
+    f"SELECT {', '.join('r.' + name for name in _RUN_NAMES)} "
+    f"FROM json_to_recordset(%s::json) AS r"
+    f"({', '.join(f'{name} {kind}' for name, (_, kind) in zip(_RUN_NAMES, _RUN_FIELDS, strict=True))}) "
+    "ON CONFLICT (journey_id, profile_id, entry_key) DO NOTHING RETURNING id, profile_id"
+)
+_PG_RUNS_PER_STATEMENT = 20_000
+
+
 def _insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
     """Insert runs, skipping entry keys already taken; (run id, profile id) of the new runs."""
     if not rows:
         return []
+    if conn.dialect.name == "postgresql":
+        inserted: list[tuple[int, int]] = []
+        for start in range(0, len(rows), _PG_RUNS_PER_STATEMENT):
+            document = orjson.dumps(rows[start : start + _PG_RUNS_PER_STATEMENT]).decode()
+            inserted += [(run_id, pid) for run_id, pid in conn.exec_driver_sql(_PG_INSERT_RUNS, (document,))]
+        return inserted
     from sqlalchemy.dialects.postgresql import insert as pg_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -965,19 +992,29 @@ def _mark_resumed_due(
         )
 
 
+def _goal_journeys(conn: Connection, workspace_id: int, names: set[str]) -> list[int]:
+    """Journeys with a goal on one of ``names`` in any published version. ``goal_event`` is the latest
+    version's; runs inside an older version finish it with its own goal, also once a newer version
+    changed or dropped the goal, so the older versions (immutable, cached) are read too."""
+    rows = conn.execute(
+        select(journeys.c.id, journeys.c.version, journeys.c.goal_event).where(
+            journeys.c.workspace_id == workspace_id,
+            journeys.c.status != "draft",
+            or_(journeys.c.goal_event.in_(sorted(names)), journeys.c.version > 1),
+        )
+    )
+    found = []
+    for row in rows:
+        older = (definition_of(conn, workspace_id, row.id, v).goal for v in range(1, row.version))
+        if row.goal_event in names or any(goal is not None and goal.event in names for goal in older):
+            found.append(row.id)
+    return found
+
+
 def _convert_goals(
     conn: Connection, workspace_id: int, occurrences: Sequence[Occurrence], names: set[str], turn: Turn
 ) -> None:
-    goal_journeys = {
-        row.id: row.goal_event
-        for row in conn.execute(
-            select(journeys.c.id, journeys.c.goal_event).where(
-                journeys.c.workspace_id == workspace_id,
-                journeys.c.goal_event.in_(sorted(names)),
-                journeys.c.status != "draft",
-            )
-        )
-    }
+    goal_journeys = _goal_journeys(conn, workspace_id, names)
     if not goal_journeys:
         return
     by_profile: dict[int, list[Occurrence]] = {}
