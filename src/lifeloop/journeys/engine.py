@@ -920,6 +920,9 @@ def _react_round(
 def _resume_waiting(
     conn: Connection, workspace_id: int, occurrences: Sequence[Occurrence], names: set[str], turn: Turn
 ) -> list[tuple[dict[str, Any], Occurrence]]:
+    awaiting = _awaiting_journeys(conn, workspace_id, names)
+    if not awaiting:  # most events (a journey's own among them) are awaited by no step
+        return []
     by_profile: dict[int, list[Occurrence]] = {}
     for o in occurrences:
         by_profile.setdefault(o.profile_id, []).append(o)
@@ -933,6 +936,7 @@ def _resume_waiting(
                 journey_runs.c.workspace_id == workspace_id,
                 journeys.c.workspace_id == workspace_id,
                 journeys.c.status == "active",
+                journey_runs.c.journey_id.in_(awaiting),
                 journey_runs.c.profile_id.in_(pids[start : start + 900]),
                 journey_runs.c.status == "waiting",
                 journey_runs.c.wait_event.in_(sorted(names)),
@@ -990,6 +994,25 @@ def _mark_resumed_due(
             .where(journey_runs.c.workspace_id == workspace_id, journey_runs.c.id == run["id"])
             .values(due_at=now, wait_event="$answered", updated_at=now)
         )
+
+
+def _awaiting_journeys(conn: Connection, workspace_id: int, names: set[str]) -> list[int]:
+    """Active journeys with a wait-for step on one of ``names`` in any published version (runs finish
+    the version they entered; versions are immutable and their definitions cached)."""
+    rows = conn.execute(
+        select(journeys.c.id, journeys.c.version).where(
+            journeys.c.workspace_id == workspace_id, journeys.c.status == "active"
+        )
+    )
+    return [
+        row.id
+        for row in rows
+        if any(
+            isinstance(step, d.WaitForStep) and step.event in names
+            for version in range(1, row.version + 1)
+            for step in definition_of(conn, workspace_id, row.id, version).steps
+        )
+    ]
 
 
 def _goal_journeys(conn: Connection, workspace_id: int, names: set[str]) -> list[int]:
