@@ -63,8 +63,13 @@ def _record(row: Any) -> Journey:
     )
 
 
-def _definition_dict(defn: d.Definition) -> dict[str, Any]:
-    return defn.model_dump(mode="json", by_alias=True, exclude_none=True)
+def definition_dict(defn: d.Definition) -> dict[str, Any]:
+    """A definition as stored and shown: JSON, aliases, absent fields left out."""
+    data = defn.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for step, dumped in zip(defn.steps, data["steps"], strict=True):
+        if isinstance(step, d.SetTraitStep) and step.value is None:
+            dumped["value"] = None  # a set_trait's null is its value (remove the trait), not an absent field
+    return data
 
 
 def get_journey(conn: Connection, workspace_id: int, key: str) -> Journey:
@@ -94,7 +99,7 @@ def save_draft(
     """Create a journey as a draft, or replace the draft of an existing one (its versions are kept)."""
     now = now or utcnow()
     defn = d.load_definition(source)
-    draft = _definition_dict(defn)
+    draft = definition_dict(defn)
     existing = conn.execute(
         select(journeys.c.id, journeys.c.status).where(
             journeys.c.workspace_id == workspace_id, journeys.c.key == defn.key
@@ -170,7 +175,7 @@ def publish(
             workspace_id=workspace_id,
             journey_id=journey.id,
             version=version,
-            definition=_definition_dict(defn),
+            definition=definition_dict(defn),
             published_at=now,
             published_by=by,
         )
@@ -302,7 +307,7 @@ def versions(conn: Connection, workspace_id: int, key: str) -> list[dict[str, An
 def version_definition(conn: Connection, workspace_id: int, key: str, version: int) -> dict[str, Any]:
     journey = get_journey(conn, workspace_id, key)
     try:
-        return _definition_dict(definition_of(conn, workspace_id, journey.id, version))
+        return definition_dict(definition_of(conn, workspace_id, journey.id, version))
     except Exception:
         raise NotFound(f"journey {key!r} has no version {version}") from None
 

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
@@ -37,13 +38,18 @@ DEFAULT_BATCH = 1000
 _BUSY_WINDOW = 0.25
 
 
-def resolve_batch(conn: Connection, workspace_id: int, *, batch_size: int = DEFAULT_BATCH) -> int:
-    """Resolve up to ``batch_size`` waiting events of one workspace; returns how many were placed."""
+def resolve_batch(
+    conn: Connection, workspace_id: int, *, batch_size: int = DEFAULT_BATCH, now: datetime | None = None
+) -> int:
+    """Resolve up to ``batch_size`` waiting events of one workspace; returns how many were placed.
+
+    ``now`` (default: the wall clock) is the moment stages, audiences and journeys react at; tests pass
+    their own clock."""
     lock_workspace(conn, RESOLUTION, workspace_id)
     rows = event_store.unresolved_events(conn, workspace_id, limit=batch_size)
     if not rows:
         return 0
-    now = utcnow()
+    now = now or utcnow()
     messages = [message_from_row(row) for row in rows]
     placed = dict(resolve_and_place(conn, workspace_id, messages, [row.id for row in rows], now))
     # What reacts to events runs here, in the same transaction: all or nothing with the placement.
@@ -74,8 +80,10 @@ def resolve_pending(
     *,
     batch_size: int = DEFAULT_BATCH,
     on_progress: Callable[[int], None] | None = None,
+    now: datetime | None = None,
 ) -> int:
-    """Resolve every event still waiting for a profile; returns how many were placed."""
+    """Resolve every event still waiting for a profile; returns how many were placed (reacting at
+    ``now``, as ``resolve_batch``)."""
     if workspace_id is None:
         with connect(engine) as conn:
             workspace_ids = event_store.workspaces_with_unresolved_events(conn)
@@ -85,7 +93,7 @@ def resolve_pending(
     for ws in workspace_ids:
 
         def one_batch(conn: Connection, ws: int = ws) -> int:
-            return resolve_batch(conn, ws, batch_size=batch_size)
+            return resolve_batch(conn, ws, batch_size=batch_size, now=now)
 
         while True:
             placed = transaction(engine, one_batch, background=True)

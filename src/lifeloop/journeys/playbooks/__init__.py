@@ -190,7 +190,7 @@ def install_playbook(
             )
     for segment in book.segments:
         _install_segment(conn, workspace_id, segment, now)
-    draft = book.definition.model_dump(mode="json", by_alias=True, exclude_none=True)
+    draft = service.definition_dict(book.definition)
     try:
         journey: service.Journey | None = service.get_journey(conn, workspace_id, book.key)
     except NotFound:
