@@ -52,10 +52,14 @@ outbox = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime),
+    # One provider request for several messages (a LINE multicast), named before it is made: a retry
+    # repeats exactly that request with the same retry key, so nobody in it gets the message twice.
+    Column("delivery_group", String(64)),
     UniqueConstraint("workspace_id", "idempotency_key"),
     Index(None, "status", "next_attempt_at"),  # the claim query, across workspaces
     Index(None, "workspace_id", "profile_id", "status"),  # frequency caps
     Index(None, "workspace_id", "id"),  # listing deliveries
+    Index(None, "delivery_group"),
 )
 
 delivery_attempts = Table(
@@ -124,6 +128,7 @@ class OutboxEntry:
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None
+    delivery_group: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> OutboxEntry:
