@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -25,6 +26,9 @@ class FakeLine(FakeProvider):
         self.accepted_keys: dict[str, str] = {}  # X-Line-Retry-Key → request id of the accepted request
         self.delivered: list[tuple[str, dict[str, Any]]] = []  # (user id, message) actually sent
         self.rich_menus: dict[str, str] = {}  # user id → the rich menu linked to them
+        # Seconds between accepting a message and answering: a client that gives up (or dies) meanwhile
+        # does not know that the message went out, as with a slow or far-away LINE.
+        self.answer_delay = 0.0
         self.app = Starlette(
             routes=[
                 Route("/v2/bot/message/push", self.push, methods=["POST"]),
@@ -79,7 +83,7 @@ class FakeLine(FakeProvider):
             return self._error(400, "The property, 'to', in the request body is invalid")
         if to in self.not_friends:
             return self._error(400, NOT_FRIEND)
-        return self._accept(request, [to], payload["messages"])
+        return await self._answer(self._accept(request, [to], payload["messages"]))
 
     async def multicast(self, request: Request) -> Response:
         payload = await self.record(request)
@@ -89,7 +93,14 @@ class FakeLine(FakeProvider):
         if not isinstance(to, list) or not 1 <= len(to) <= 500:
             return self._error(400, "The property, 'to', in the request body is invalid")
         # As LINE does: multicast skips users who cannot receive, without telling which.
-        return self._accept(request, [u for u in to if u not in self.not_friends], payload["messages"])
+        return await self._answer(
+            self._accept(request, [u for u in to if u not in self.not_friends], payload["messages"])
+        )
+
+    async def _answer(self, response: Response) -> Response:
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
+        return response
 
     async def link_rich_menu(self, request: Request) -> Response:
         await self.record(request)

@@ -8,23 +8,27 @@ Run several (processes or machines) against PostgreSQL to add throughput; on SQL
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, update
 
 from lifeloop.errors import LifeloopError
 from lifeloop.messaging.channels.base import ChannelAdapter, OutboundMessage, SendResult, SendStatus
-from lifeloop.messaging.models import OutboxEntry
+from lifeloop.messaging.channels.line import MAX_MULTICAST
+from lifeloop.messaging.models import OutboxEntry, outbox
 from lifeloop.messaging.outbox import RateLimiter, Settlement, backoff, claim_due, extend_lease, settle_all
-from lifeloop.messaging.policy import Audience, ContactPolicy, decide, load_audience
+from lifeloop.messaging.policy import Audience, ContactPolicy, best_hour, decide, load_message_audiences
 from lifeloop.store.engine import connect, transaction
 from lifeloop.store.schema import utcnow
 
@@ -80,10 +84,20 @@ class Adapters:
             self._cache.clear()
 
 
-def _send(
-    adapters: Adapters, limiter: RateLimiter, entry: OutboxEntry, message: OutboundMessage, delay: float
-):
+@dataclass(slots=True)
+class _Request:
+    """One provider call: a message to one recipient, or (``group``) one LINE multicast to many."""
+
+    entries: list[OutboxEntry]
+    recipients: list[str]
+    message: OutboundMessage
+    group: str | None = None
+    started: datetime | None = None
+
+
+def _send(adapters: Adapters, limiter: RateLimiter, request: _Request, delay: float) -> SendResult:
     """In a sending thread: wait for the rate limiter's slot, then call the provider."""
+    entry, message = request.entries[0], request.message
     if delay > 0:
         time.sleep(delay)
     paused = limiter.paused_for(entry.workspace_id, message.channel)
@@ -94,7 +108,10 @@ def _send(
     except LifeloopError as error:  # not configured (yet): retry with backoff, dead letter in the end
         return SendResult(SendStatus.TRANSIENT, reason=error.message)
     try:
-        result = adapter.send(message)
+        if request.group is not None:
+            result = adapter.multicast(request.recipients, message.content, idempotency_key=request.group)  # type: ignore[attr-defined]
+        else:
+            result = adapter.send(message)
     except Exception as error:  # an adapter must classify, but a bug in one must not kill the worker
         log.exception("adapter %s raised", message.channel)
         return SendResult(SendStatus.TRANSIENT, reason=f"adapter error: {error!r}"[:500])
@@ -162,14 +179,138 @@ def _fallback_kwargs(entry: OutboxEntry, channel: str, recipient: str) -> dict[s
     }
 
 
+def _audiences(
+    conn: Connection, batch: _Batch, entries: Sequence[OutboxEntry], now: datetime
+) -> dict[int, Audience]:
+    """Each claimed message's audience, read for a whole workspace's share of the batch at once."""
+    by_workspace: dict[int, list[OutboxEntry]] = {}
+    for entry in entries:
+        by_workspace.setdefault(entry.workspace_id, []).append(entry)
+    audiences: dict[int, Audience] = {}
+    for workspace_id, group in by_workspace.items():
+        policy, ws_tz = batch.policy(workspace_id)
+        audiences |= load_message_audiences(
+            conn,
+            workspace_id,
+            [(e.id, e.profile_id) for e in group],
+            policy=policy,
+            now=now,
+            workspace_timezone=ws_tz,
+        )
+        for entry in group:
+            if entry.optimize_send_time:
+                audience = audiences[entry.id]
+                audience.active_hour = best_hour(conn, workspace_id, audience, policy, now)
+    return audiences
+
+
+def _multicast_key(entry: OutboxEntry) -> tuple[int, str] | None:
+    """Messages claimed together with the same key go out as one LINE multicast (identical content)."""
+    if entry.channel != "line" or "rich_menu_id" in entry.content or entry.delivery_group is not None:
+        return None
+    return entry.workspace_id, json.dumps(entry.content, sort_keys=True, default=str)
+
+
+def _group_name(entries: Sequence[OutboxEntry]) -> str:
+    """A UUID naming exactly these messages: the multicast's retry key, the same on every attempt."""
+    ids = ",".join(str(e.id) for e in sorted(entries, key=lambda e: e.id))
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"lifeloop:outbox:{entries[0].workspace_id}:{ids}"))
+
+
+def _requests(ready: Sequence[tuple[OutboxEntry, str]]) -> list[_Request]:
+    """Provider calls for the messages cleared to go: identical LINE messages in multicasts of up to
+    500, a group recorded by an earlier attempt exactly as it was, everything else one by one."""
+    requests: list[_Request] = []
+    groups: dict[tuple[int, str], list[tuple[OutboxEntry, str]]] = {}
+    recorded: dict[str, list[tuple[OutboxEntry, str]]] = {}
+    for entry, recipient in ready:
+        key = _multicast_key(entry)
+        if entry.delivery_group is not None:
+            recorded.setdefault(entry.delivery_group, []).append((entry, recipient))
+        elif key is not None:
+            groups.setdefault(key, []).append((entry, recipient))
+        else:
+            requests.append(_Request([entry], [recipient], _message(entry, recipient)))
+    chunks = [
+        members[i : i + MAX_MULTICAST]
+        for members in groups.values()
+        for i in range(0, len(members), MAX_MULTICAST)
+    ]
+    for chunk in chunks:
+        if len(chunk) == 1:
+            entry, recipient = chunk[0]
+            requests.append(_Request([entry], [recipient], _message(entry, recipient)))
+        else:
+            entries = [e for e, _ in chunk]
+            requests.append(
+                _Request(entries, [r for _, r in chunk], _message(entries[0], ""), _group_name(entries))
+            )
+    for name, members in recorded.items():
+        entries = [e for e, _ in members]
+        requests.append(_Request(entries, [r for _, r in members], _message(entries[0], ""), name))
+    return requests
+
+
+def _message(entry: OutboxEntry, recipient: str) -> OutboundMessage:
+    return OutboundMessage(
+        idempotency_key=entry.idempotency_key,
+        channel=entry.channel,
+        recipient=recipient,
+        content=entry.content,
+        metadata={
+            "workspace_id": entry.workspace_id,
+            "profile_id": entry.profile_id,
+            "outbox_id": entry.id,
+            "template": entry.template,
+        },
+    )
+
+
+def _record_groups(engine: Engine, worker_id: str, requests: Sequence[_Request]) -> list[_Request]:
+    """Name each new multicast on its messages (and their recipients) before it is made, so a retry after
+    a crash repeats exactly it. A group whose claim was lost meanwhile is not sent (the new owner will)."""
+    fresh = [r for r in requests if r.group is not None and r.entries[0].delivery_group is None]
+    if not fresh:
+        return list(requests)
+    lost: set[str] = set()
+    with engine.begin() as conn:
+        for request in fresh:
+            written = 0
+            for entry, recipient in zip(request.entries, request.recipients, strict=True):
+                written += conn.execute(
+                    update(outbox)
+                    .where(
+                        outbox.c.workspace_id == entry.workspace_id,
+                        outbox.c.id == entry.id,
+                        outbox.c.claimed_by == worker_id,
+                        outbox.c.attempts == entry.attempts,
+                        outbox.c.status == "sending",
+                    )
+                    .values(delivery_group=request.group, recipient=recipient)
+                ).rowcount
+            if written != len(request.entries):
+                assert request.group is not None
+                lost.add(request.group)
+        if lost:  # nothing of a group half-recorded: its messages stay ungrouped for their new owner
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.delivery_group.in_(lost), outbox.c.claimed_by == worker_id)
+                .values(delivery_group=None)
+            )
+    for request in fresh:
+        for entry in request.entries:
+            entry.delivery_group = request.group
+    return [r for r in requests if r.group not in lost]
+
+
 def deliver_due(
     engine: Engine,
     *,
     worker_id: str,
     adapters: Adapters,
-    batch_size: int = 50,
+    batch_size: int = 500,
     lease_seconds: float = 60.0,
-    concurrency: int = 4,
+    concurrency: int = 8,
     limiter: RateLimiter | None = None,
     clock: Clock = utcnow,
     pool: ThreadPoolExecutor | None = None,
@@ -183,117 +324,108 @@ def deliver_due(
     limiter = limiter or RateLimiter()
     batch = _Batch(engine)
     settlements: list[Settlement] = []
-    audiences: dict[int, Audience] = {}
-    sending: list[tuple[OutboxEntry, Future[SendResult], str, datetime]] = []
+    ready: list[tuple[OutboxEntry, str]] = []
+    sending: list[tuple[_Request, Future[SendResult]]] = []
     own_pool = pool is None
     pool = pool or ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"send-{worker_id}")
     try:
         now = clock()
         with connect(engine) as conn:
-            for entry in entries:
-                policy, ws_tz = batch.policy(entry.workspace_id)
-                if entry.attempts > policy.max_attempts:  # reclaimed over and over: its sends keep dying
-                    settlements.append(
-                        Settlement(entry, "dead", f"gave up after {entry.attempts - 1} attempts")
+            audiences = _audiences(conn, batch, entries, now)
+        for entry in entries:
+            policy, _ = batch.policy(entry.workspace_id)
+            audience = audiences[entry.id]
+            if entry.attempts > policy.max_attempts:  # reclaimed over and over: its sends keep dying
+                settlements.append(Settlement(entry, "dead", f"gave up after {entry.attempts - 1} attempts"))
+                continue
+            if entry.delivery_group is not None and entry.recipient:
+                ready.append((entry, entry.recipient))  # a multicast that may have gone out: repeat it as is
+                continue
+            verdict = decide(
+                policy,
+                channel=entry.channel,
+                recipient=entry.recipient,
+                transactional=entry.transactional,
+                optimize_send_time=entry.optimize_send_time,
+                audience=audience,
+                now=now,
+                jitter_key=entry.idempotency_key,
+                fallback_channels=_fallback_channels(entry),
+            )
+            if verdict.action == "suppress":
+                settlements.append(Settlement(entry, "suppressed", verdict.reason, counts_as_attempt=False))
+            elif verdict.action == "defer":
+                settlements.append(
+                    Settlement(
+                        entry,
+                        "deferred",
+                        verdict.reason,
+                        verdict.until,
+                        counts_as_attempt=False,
+                        clear_optimize=verdict.optimized,
                     )
-                    continue
-                audience, _ = load_audience(
-                    conn,
-                    entry.workspace_id,
-                    entry.profile_id,
-                    policy=policy,
-                    now=now,
-                    outbox_id=entry.id,
-                    workspace_timezone=ws_tz,
-                    with_active_hour=entry.optimize_send_time,
                 )
-                audiences[entry.id] = audience
-                verdict = decide(
-                    policy,
-                    channel=entry.channel,
-                    recipient=entry.recipient,
-                    transactional=entry.transactional,
-                    optimize_send_time=entry.optimize_send_time,
-                    audience=audience,
-                    now=now,
-                    jitter_key=entry.idempotency_key,
-                    fallback_channels=_fallback_channels(entry),
+            elif verdict.action == "fallback":
+                assert verdict.channel is not None and verdict.recipient is not None
+                settlements.append(
+                    Settlement(
+                        entry,
+                        "suppressed",
+                        verdict.reason,
+                        counts_as_attempt=False,
+                        fallback=_fallback_kwargs(entry, verdict.channel, verdict.recipient),
+                    )
                 )
-                if verdict.action == "suppress":
-                    settlements.append(
-                        Settlement(entry, "suppressed", verdict.reason, counts_as_attempt=False)
-                    )
-                    continue
-                if verdict.action == "defer":
-                    settlements.append(
-                        Settlement(
-                            entry,
-                            "deferred",
-                            verdict.reason,
-                            verdict.until,
-                            counts_as_attempt=False,
-                            clear_optimize=verdict.optimized,
-                        )
-                    )
-                    continue
-                if verdict.action == "fallback":
-                    assert verdict.channel is not None and verdict.recipient is not None
-                    settlements.append(
-                        Settlement(
-                            entry,
-                            "suppressed",
-                            verdict.reason,
-                            counts_as_attempt=False,
-                            fallback=_fallback_kwargs(entry, verdict.channel, verdict.recipient),
-                        )
-                    )
-                    continue
-                recipient = entry.recipient or audience.addresses[entry.channel]
-                delay = limiter.reserve(entry.workspace_id, entry.channel, policy, max_wait=1.0)
-                if delay is None:  # over the provider's rate for longer than a moment: come back later
-                    hint = max(1.0, limiter.wait_hint(entry.workspace_id, entry.channel))
-                    settlements.append(
-                        Settlement(
-                            entry,
-                            "deferred",
-                            f"rate limit of {entry.channel}",
-                            now + timedelta(seconds=hint),
-                            counts_as_attempt=False,
-                        )
-                    )
-                    continue
-                message = OutboundMessage(
-                    idempotency_key=entry.idempotency_key,
-                    channel=entry.channel,
-                    recipient=recipient,
-                    content=entry.content,
-                    metadata={
-                        "workspace_id": entry.workspace_id,
-                        "profile_id": entry.profile_id,
-                        "outbox_id": entry.id,
-                        "template": entry.template,
-                    },
-                )
-                future = pool.submit(_send, adapters, limiter, entry, message, delay)
-                sending.append((entry, future, recipient, clock()))
+            else:
+                ready.append((entry, entry.recipient or audience.addresses[entry.channel]))
 
-        pending = {f for _, f, _, _ in sending}
+        allowed: list[tuple[_Request, float]] = []
+        for request in _requests(ready):
+            head = request.entries[0]
+            policy, _ = batch.policy(head.workspace_id)
+            # A multicast is one request to LINE, so it takes one token of the rate limit.
+            delay = limiter.reserve(head.workspace_id, head.channel, policy, max_wait=1.0)
+            if delay is None:  # over the provider's rate for longer than a moment: come back later
+                hint = max(1.0, limiter.wait_hint(head.workspace_id, head.channel))
+                until = now + timedelta(seconds=hint)
+                settlements += [
+                    Settlement(e, "deferred", f"rate limit of {e.channel}", until, counts_as_attempt=False)
+                    for e in request.entries
+                ]
+                continue
+            allowed.append((request, delay))
+        sendable = {id(r) for r in _record_groups(engine, worker_id, [r for r, _ in allowed])}
+        for request, delay in allowed:
+            if id(request) not in sendable:
+                continue
+            request.started = clock()
+            sending.append((request, pool.submit(_send, adapters, limiter, request, delay)))
+
+        pending = {f for _, f in sending}
         while pending:  # keep the lease alive while a slow provider answers
             _, pending = wait(pending, timeout=max(lease_seconds / 3, 0.05))
             if pending:
-                alive = [e for e, f, _, _ in sending if f in pending]
+                alive = [e for r, f in sending if f in pending for e in r.entries]
                 extend_lease(
                     engine, alive, worker_id=worker_id, until=clock() + timedelta(seconds=lease_seconds)
                 )
-        for entry, future, recipient, started in sending:
+        for request, future in sending:
             result = future.result()
-            policy, _ = batch.policy(entry.workspace_id)
+            policy, _ = batch.policy(request.entries[0].workspace_id)
             finished = clock()
-            settlement = _outcome(entry, result, policy, finished)
-            if result.status == SendStatus.BLOCKED:
-                settlement = _after_block(entry, result, policy, audiences[entry.id], finished) or settlement
-            settlement.started_at, settlement.finished_at, settlement.recipient = started, finished, recipient
-            settlements.append(settlement)
+            # One outcome for a whole multicast: its messages retry together, at the same time.
+            shared = _outcome(request.entries[0], result, policy, finished)
+            for entry, recipient in zip(request.entries, request.recipients, strict=True):
+                settlement = Settlement(
+                    entry, shared.status, shared.reason, shared.next_attempt_at, result=result
+                )
+                if result.status == SendStatus.BLOCKED and request.group is None:
+                    settlement = (
+                        _after_block(entry, result, policy, audiences[entry.id], finished) or settlement
+                    )
+                settlement.started_at, settlement.finished_at = request.started, finished
+                settlement.recipient = recipient
+                settlements.append(settlement)
     finally:
         if own_pool:
             pool.shutdown(wait=True)

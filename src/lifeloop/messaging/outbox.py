@@ -25,7 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from lifeloop.errors import Conflict, InvalidInput
 from lifeloop.messaging.channels.base import SendResult
-from lifeloop.messaging.models import DUE_STATUSES, OutboxEntry, delivery_attempts, outbox
+from lifeloop.messaging.models import DUE_STATUSES, FINAL_STATUSES, OutboxEntry, delivery_attempts, outbox
 from lifeloop.messaging.policy import CHANNELS, ContactPolicy
 from lifeloop.store.schema import utcnow
 
@@ -187,17 +187,18 @@ def claim_due(
     """Take up to ``batch_size`` due messages of any workspace for ``worker_id``, under a lease."""
     now = now or utcnow()
     with engine.begin() as conn:
-        ids = [
-            r.id
-            for r in conn.execute(
-                select(outbox.c.id)
-                .where(_due(now))
-                .order_by(outbox.c.next_attempt_at, outbox.c.id)
-                .limit(batch_size)
-                .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's BEGIN IMMEDIATE serialises claimers
-                .execution_options(cross_workspace=True)
-            )
-        ]
+        found = conn.execute(
+            select(outbox.c.id, outbox.c.delivery_group)
+            .where(_due(now))
+            .order_by(outbox.c.next_attempt_at, outbox.c.id)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's BEGIN IMMEDIATE serialises claimers
+            .execution_options(cross_workspace=True)
+        ).all()
+        ids = [r.id for r in found]
+        groups = {r.delivery_group for r in found if r.delivery_group is not None}
+        if groups:
+            ids = _whole_groups(conn, ids, groups, now)
         if not ids:
             return []
         rows = conn.execute(
@@ -214,6 +215,32 @@ def claim_due(
             .execution_options(cross_workspace=True)
         ).all()
     return sorted((OutboxEntry.from_row(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
+
+
+def _whole_groups(conn: Connection, ids: list[int], groups: set[str], now: datetime) -> list[int]:
+    """``ids`` with every recorded multicast among them complete: a group is repeated as one request
+    under its retry key, so it is claimed whole (its other due members locked too) or not at all."""
+    members: dict[str, list[int]] = {}
+    for r in conn.execute(
+        select(outbox.c.id, outbox.c.delivery_group)
+        .where(outbox.c.delivery_group.in_(groups), outbox.c.status.not_in(FINAL_STATUSES))
+        .execution_options(cross_workspace=True)
+    ):
+        members.setdefault(r.delivery_group, []).append(r.id)
+    held = set(ids)
+    missing = sorted({i for group in members.values() for i in group} - held)
+    if missing:
+        held |= {
+            r.id
+            for r in conn.execute(
+                select(outbox.c.id)
+                .where(outbox.c.id.in_(missing), _due(now))
+                .with_for_update(skip_locked=True)
+                .execution_options(cross_workspace=True)
+            )
+        }
+    incomplete = {i for group in members.values() if not held.issuperset(group) for i in group}
+    return sorted(held - incomplete)
 
 
 def extend_lease(engine: Engine, entries: Sequence[OutboxEntry], *, worker_id: str, until: datetime) -> None:

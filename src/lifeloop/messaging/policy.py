@@ -349,25 +349,6 @@ def consents_of(conn: Connection, workspace_id: int, profile_id: int) -> dict[st
     return {r.channel: r.status for r in rows}
 
 
-def recent_sends(
-    conn: Connection, workspace_id: int, profile_id: int, *, since: datetime, before_id: int | None
-) -> list[datetime]:
-    """Times of non-transactional messages that count against the caps: delivered ones, and ones being
-    sent right now that were queued earlier (so two workers cannot both take the last free slot)."""
-    sending = outbox.c.status == "sending"
-    if before_id is not None:
-        sending = and_(sending, outbox.c.id < before_id)
-    rows = conn.execute(
-        select(outbox.c.status, outbox.c.delivered_at, outbox.c.updated_at).where(
-            outbox.c.workspace_id == workspace_id,
-            outbox.c.profile_id == profile_id,
-            outbox.c.transactional.is_(False),
-            or_(and_(outbox.c.status == "delivered", outbox.c.delivered_at > since), sending),
-        )
-    )
-    return [r.delivered_at if r.status == "delivered" else r.updated_at for r in rows]
-
-
 def load_audience(
     conn: Connection,
     workspace_id: int,
@@ -379,40 +360,184 @@ def load_audience(
     workspace_timezone: str = "UTC",
     with_active_hour: bool = False,
 ) -> tuple[Audience, int | None]:
-    """The recipient as the policy sees it, and the surviving profile id (after merges)."""
-    if profile_id is None:
-        return Audience(timezone=zone(None, workspace_timezone)), None
-    from lifeloop.errors import NotFound
-    from lifeloop.events import store as event_store
-    from lifeloop.profiles.service import get_profile
-
-    try:
-        profile = get_profile(conn, workspace_id, profile_id)
-    except NotFound:
-        return Audience(timezone=zone(None, workspace_timezone)), None
-    tz = zone(profile.timezone, workspace_timezone)
-    addresses: dict[str, str] = {}
-    for identity in profile.identities:
-        for channel, kind in CHANNEL_IDENTITY.items():
-            if identity["kind"] == kind:
-                addresses.setdefault(channel, identity["value"])
+    """The recipient of one message as the policy sees it, and the surviving profile id (after merges)."""
     longest = max(cap.days for cap in policy.caps.values())
-    audience = Audience(
-        profile_id=profile.id,
-        identities=profile.identities,
-        tier=tier_of(profile.traits),
-        timezone=tz,
-        consents=consents_of(conn, workspace_id, profile.id),
-        addresses=addresses,
-        recent_sends=recent_sends(
-            conn, workspace_id, profile.id, since=now - timedelta(days=longest), before_id=outbox_id
-        ),
+    known = _read_known(
+        conn,
+        workspace_id,
+        [] if profile_id is None else [profile_id],
+        since=now - timedelta(days=longest),
+        workspace_timezone=workspace_timezone,
     )
+    k = known.get(profile_id) if profile_id is not None else None
+    audience = _audience(k, outbox_id) if k is not None else Audience(timezone=zone(None, workspace_timezone))
     if with_active_hour:
-        events = event_store.timeline(conn, workspace_id, profile.id, limit=500)
-        since = now - timedelta(days=90)
-        stamps = [
-            e["timestamp"] for e in events if e["timestamp"] > since and _interaction(e["type"], e["event"])
-        ]
-        audience.active_hour = most_active_hour(stamps, tz, policy.min_events_for_best_hour)
-    return audience, profile.id
+        audience.active_hour = best_hour(conn, workspace_id, audience, policy, now)
+    return audience, audience.profile_id
+
+
+@dataclass(slots=True)
+class _Known:
+    """One surviving profile as the policy reads it, before the per-message recent sends."""
+
+    profile_id: int
+    tier: str
+    timezone: ZoneInfo
+    identities: list[dict[str, Any]]
+    addresses: dict[str, str]
+    consents: dict[str, str] = field(default_factory=dict)
+    sends: list[tuple[int, str, datetime]] = field(default_factory=list)  # (outbox id, status, when)
+
+
+def _read_known(
+    conn: Connection,
+    workspace_id: int,
+    profile_ids: Iterable[int],
+    *,
+    since: datetime,
+    workspace_timezone: str,
+) -> dict[int, _Known]:
+    """Profiles (after merges), identities, consents and cap-counted sends of many profiles: 5 queries."""
+    from lifeloop.profiles.models import identities, profiles
+
+    asked = sorted(set(profile_ids))
+    if not asked:
+        return {}
+    survivor = {
+        r.id: r.merged_into or r.id
+        for r in conn.execute(
+            select(profiles.c.id, profiles.c.merged_into).where(
+                profiles.c.workspace_id == workspace_id, profiles.c.id.in_(asked)
+            )
+        )
+    }
+    alive = sorted(set(survivor.values()))
+    known: dict[int, _Known] = {}
+    for p in conn.execute(
+        select(profiles.c.id, profiles.c.traits, profiles.c.timezone).where(
+            profiles.c.workspace_id == workspace_id, profiles.c.id.in_(alive)
+        )
+    ):
+        known[p.id] = _Known(p.id, tier_of(p.traits), zone(p.timezone, workspace_timezone), [], {})
+    for i in conn.execute(
+        select(identities.c.profile_id, identities.c.kind, identities.c.value, identities.c.created_at)
+        .where(identities.c.workspace_id == workspace_id, identities.c.profile_id.in_(alive))
+        .order_by(identities.c.profile_id, identities.c.created_at, identities.c.kind)
+    ):
+        if i.profile_id in known:
+            known[i.profile_id].identities.append(
+                {"kind": i.kind, "value": i.value, "created_at": i.created_at}
+            )
+    for k in known.values():
+        for identity in k.identities:
+            for channel, kind in CHANNEL_IDENTITY.items():
+                if identity["kind"] == kind:
+                    k.addresses.setdefault(channel, identity["value"])
+    for c in conn.execute(
+        select(consents.c.profile_id, consents.c.channel, consents.c.status).where(
+            consents.c.workspace_id == workspace_id, consents.c.profile_id.in_(alive)
+        )
+    ):
+        if c.profile_id in known:
+            known[c.profile_id].consents[c.channel] = c.status
+    for o in conn.execute(
+        select(
+            outbox.c.profile_id, outbox.c.id, outbox.c.status, outbox.c.delivered_at, outbox.c.updated_at
+        ).where(
+            outbox.c.workspace_id == workspace_id,
+            outbox.c.profile_id.in_(alive),
+            outbox.c.transactional.is_(False),
+            or_(
+                and_(outbox.c.status == "delivered", outbox.c.delivered_at > since),
+                outbox.c.status == "sending",
+            ),
+        )
+    ):
+        if o.profile_id in known:
+            when = o.delivered_at if o.status == "delivered" else o.updated_at
+            known[o.profile_id].sends.append((o.id, o.status, when))
+    return {asked_id: known[s] for asked_id, s in survivor.items() if s in known}
+
+
+def _audience(k: _Known, before_id: int | None) -> Audience:
+    # Messages being sent right now count when they were queued before this one.
+    sends = [
+        when
+        for outbox_id, status, when in k.sends
+        if status == "delivered" or before_id is None or outbox_id < before_id
+    ]
+    return Audience(
+        tier=k.tier,
+        timezone=k.timezone,
+        consents=dict(k.consents),
+        addresses=dict(k.addresses),
+        recent_sends=sends,
+        profile_id=k.profile_id,
+        identities=k.identities,
+    )
+
+
+def load_audiences(
+    conn: Connection,
+    workspace_id: int,
+    profile_ids: Iterable[int],
+    *,
+    policy: ContactPolicy,
+    now: datetime,
+    workspace_timezone: str = "UTC",
+) -> dict[int, Audience]:
+    """``load_audience`` for many profiles in a few queries, keyed by the ids asked for (unknown ones
+    are absent). Messages being sent count against the caps, as for a message not queued yet."""
+    longest = max(cap.days for cap in policy.caps.values())
+    known = _read_known(
+        conn,
+        workspace_id,
+        profile_ids,
+        since=now - timedelta(days=longest),
+        workspace_timezone=workspace_timezone,
+    )
+    return {pid: _audience(k, None) for pid, k in known.items()}
+
+
+def load_message_audiences(
+    conn: Connection,
+    workspace_id: int,
+    messages: Iterable[tuple[int, int | None]],
+    *,
+    policy: ContactPolicy,
+    now: datetime,
+    workspace_timezone: str = "UTC",
+) -> dict[int, Audience]:
+    """The audience of each (outbox id, profile id) message, keyed by outbox id, as ``load_audience``
+    with ``outbox_id`` would read it one by one (a message without a profile gets the workspace's zone)."""
+    pairs = list(messages)
+    longest = max(cap.days for cap in policy.caps.values())
+    known = _read_known(
+        conn,
+        workspace_id,
+        (pid for _, pid in pairs if pid is not None),
+        since=now - timedelta(days=longest),
+        workspace_timezone=workspace_timezone,
+    )
+    default = zone(None, workspace_timezone)
+    audiences: dict[int, Audience] = {}
+    for outbox_id, pid in pairs:
+        k = known.get(pid) if pid is not None else None
+        audiences[outbox_id] = _audience(k, outbox_id) if k is not None else Audience(timezone=default)
+    return audiences
+
+
+def best_hour(
+    conn: Connection, workspace_id: int, audience: Audience, policy: ContactPolicy, now: datetime
+) -> int | None:
+    """The profile's most active local hour over the last 90 days (send-time optimisation)."""
+    from lifeloop.events import store as event_store
+
+    if audience.profile_id is None:
+        return None
+    events = event_store.timeline(conn, workspace_id, audience.profile_id, limit=500)
+    since = now - timedelta(days=90)
+    stamps = [
+        e["timestamp"] for e in events if e["timestamp"] > since and _interaction(e["type"], e["event"])
+    ]
+    return most_active_hour(stamps, audience.timezone, policy.min_events_for_best_hour)
