@@ -127,7 +127,7 @@ def run_workers(url: str, workers: int, messages: int, server: FakeWebhookServer
                 "--worker-id",
                 f"bench-{w}",
                 "--batch-size",
-                "100",
+                "500",
                 "--concurrency",
                 "8",
                 "--poll-interval",
@@ -173,7 +173,7 @@ def main() -> None:
     results: dict = {
         "messages": args.messages,
         "profiles": args.profiles,
-        "batch_size": 100,
+        "batch_size": 500,
         "concurrency_per_worker": 8,
         "cpu_count": os.cpu_count(),
         "backends": {},

@@ -3,9 +3,32 @@ analytics metrics share, with a confidence interval and a verdict in plain words
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+
+def sticky_fraction(*parts: Any) -> float:
+    """A number in [0, 1) fixed by its parts: the same user always lands in the same group."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def sticky_pick(fraction: float, holdout: float, weights: Sequence[float]) -> int | None:
+    """Which of the weighted groups a user's ``sticky_fraction`` falls in, or None for the holdout
+    (``holdout`` percent of users, 0-100)."""
+    roll = fraction * 100
+    if roll < holdout:
+        return None
+    roll = (roll - holdout) / (100 - holdout) * sum(weights)
+    for index, weight in enumerate(weights):
+        roll -= weight
+        if roll < 0:
+            return index
+    return len(weights) - 1
+
 
 # Below this many users in either group a difference is not judged at all.
 MIN_USERS = 30

@@ -114,6 +114,7 @@ class FakeWebhookServer:
 
         class Handler(BaseHTTPRequestHandler):
             disable_nagle_algorithm = True  # headers and body go out in separate writes: no 40 ms stall
+            protocol_version = "HTTP/1.1"  # keep-alive, as real receivers: not one TCP connection per message
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))

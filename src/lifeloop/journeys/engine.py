@@ -14,7 +14,6 @@ message is in the outbox milliseconds after the follow event is placed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -28,6 +27,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 from lifeloop.conditions import StoredProfile, evaluate
 from lifeloop.errors import Conflict, InvalidInput, LifeloopError, NotFound
 from lifeloop.events.messages import Message
+from lifeloop.experiments import sticky_fraction, sticky_pick
 from lifeloop.journeys import definition as d
 from lifeloop.journeys.models import journey_runs, journey_steps, journey_versions, journeys
 from lifeloop.store.rows import insert_rows
@@ -265,23 +265,11 @@ def _insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> list[tuple[int
 # --- advancing -----------------------------------------------------------------------------------
 
 
-def _sticky_fraction(*parts: Any) -> float:
-    """A number in [0, 1) fixed by its parts: the same user always lands in the same arm."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def assign_arm(step: d.SplitStep, journey_id: int, profile_id: int) -> d.Arm | None:
     """The arm of a split for a user, or None for the holdout group."""
-    roll = _sticky_fraction("split", journey_id, step.key, step.seed, profile_id) * 100
-    if roll < step.holdout:
-        return None
-    roll = (roll - step.holdout) / (100 - step.holdout) * sum(a.weight for a in step.arms)
-    for arm in step.arms:
-        roll -= arm.weight
-        if roll < 0:
-            return arm
-    return step.arms[-1]
+    roll = sticky_fraction("split", journey_id, step.key, step.seed, profile_id)
+    index = sticky_pick(roll, step.holdout, [a.weight for a in step.arms])
+    return None if index is None else step.arms[index]
 
 
 def _zone_of(conn: Connection, workspace_id: int, profile_id: int, turn: Turn) -> Any:

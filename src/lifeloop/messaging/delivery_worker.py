@@ -493,11 +493,11 @@ def run_delivery_worker(
     engine: Engine,
     *,
     stop_event: threading.Event,
-    batch_size: int = 50,
+    batch_size: int = 500,
     worker_id: str,
     adapters: Adapters | None = None,
     lease_seconds: float = 60.0,
-    concurrency: int = 4,
+    concurrency: int = 8,
     poll_interval: float = 0.5,
     clock: Clock = utcnow,
 ) -> int:
@@ -536,9 +536,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="lifeloop delivery worker")
     parser.add_argument("--database-url", default=os.environ.get("LIFELOOP_DATABASE_URL"))
     parser.add_argument("--worker-id", default=f"worker-{os.getpid()}")
-    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--lease-seconds", type=float, default=60.0)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--poll-interval", type=float, default=0.5)
     parser.add_argument(
         "--webhook-secret",
