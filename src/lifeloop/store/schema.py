@@ -71,6 +71,7 @@ DOMAIN_MODELS = (
     "lifeloop.messaging.templates.models",
     "lifeloop.messaging.models",
     "lifeloop.journeys.models",
+    "lifeloop.broadcasts.models",
     "lifeloop.store.state_log",
     "lifeloop.store.identity",
 )
