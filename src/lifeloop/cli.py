@@ -12,6 +12,7 @@ from rich.table import Table
 
 from lifeloop.analytics.cli import analytics_app
 from lifeloop.audience.cli import segments_app, tags_app
+from lifeloop.broadcasts.cli import broadcasts_app
 from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
 from lifeloop.config import get_settings
 from lifeloop.errors import LifeloopError
@@ -35,6 +36,7 @@ app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(tags_app, name="tags")
 app.add_typer(segments_app, name="segments")
 app.add_typer(journeys_app, name="journeys")
+app.add_typer(broadcasts_app, name="broadcasts")
 app.command("recompute")(recompute)
 
 
@@ -234,8 +236,8 @@ def worker(
     ] = 300.0,
 ) -> None:
     """Run background work: place ingested events on profiles, move stages whose time has come,
-    advance journeys, deliver due messages from the outbox, and keep the analytics store and value
-    tiers current.
+    advance journeys, queue the messages of due broadcasts, deliver due messages from the outbox, and
+    keep the analytics store and value tiers current.
 
     Several workers may run at once: they take turns per workspace and never claim a message twice.
     """
@@ -245,6 +247,8 @@ def worker(
     import time
 
     from lifeloop.audience import service as audience
+    from lifeloop.broadcasts.sender import send_all
+    from lifeloop.broadcasts.sender import tick as broadcast_tick
     from lifeloop.lifecycle.service import sweep, workspaces_with_models
     from lifeloop.messaging.delivery_worker import Adapters, run_delivery_worker
     from lifeloop.profiles.resolver import resolve_pending
@@ -294,6 +298,7 @@ def worker(
     next_sweep = 0.0
     while not stop.is_set():
         placed = resolve_pending(engine)
+        queued = send_all(engine) if once else broadcast_tick(engine)
         swept = 0
         if once or time.monotonic() >= next_sweep:
             swept = sum(sweep(engine, ws) for ws in workspaces_with_models(engine))
@@ -309,10 +314,10 @@ def worker(
                 advanced = run_until_idle(engine)
             console.print(
                 f"{placed} events placed on profiles, {swept} profiles re-evaluated by time, "
-                f"{advanced} journey runs advanced"
+                f"{advanced} journey runs advanced, {queued} broadcast recipients queued"
             )
             return
-        if not placed:
+        if not placed and not queued:
             stop.wait(idle_seconds)
     for thread in (delivery, journey_thread, analytics):
         if thread is not None:

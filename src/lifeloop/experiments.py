@@ -95,3 +95,22 @@ def compare(
         verdict = f"no significant difference yet: {points}; {interval}; p = {shown})"
     return Comparison(users, converted, rate, control_users, control_converted, control_rate,
                       uplift, low, high, p, significant, verdict)  # fmt: skip
+
+
+def versus_control(groups: dict[str, tuple[int, int, float]], control: str = "holdout") -> dict[str, Any]:
+    """Each group's (users, converted, revenue) with its rates, and each against the control group:
+    what a journey's A/B arms and a broadcast's variants show."""
+    control_users, control_converted, _ = groups.get(control, (0, 0, 0.0))
+    result: dict[str, Any] = {}
+    for name, (users, converted, revenue) in groups.items():
+        item: dict[str, Any] = {
+            "users": users,
+            "converted": converted,
+            "rate": converted / users if users else None,
+            "revenue": revenue,
+            "revenue_per_user": revenue / users if users else None,
+        }
+        if name != control:
+            item["vs_holdout"] = compare(converted, users, control_converted, control_users).as_dict()
+        result[name] = item
+    return {"arms": result, "control": control if control in groups else None}

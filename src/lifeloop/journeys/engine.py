@@ -347,10 +347,12 @@ class _Engine:
         self._wanted.update(profile_ids)
 
     def _profile(self, pid: int) -> Any:
+        from lifeloop.profiles.service import read_profiles
+
         if pid not in self._profiles:
             wanted = sorted((self._wanted | {pid}) - self._profiles.keys())
             self._wanted = set()
-            found = _read_profiles(self.conn, self.turn.workspace_id, wanted)
+            found = read_profiles(self.conn, self.turn.workspace_id, wanted)
             self._profiles.update({p: found.get(p) for p in wanted})
         return self._profiles[pid]
 
@@ -733,52 +735,6 @@ def _load_runs(
             query = query.with_for_update()
         runs += [dict(r._mapping) for r in conn.execute(query)]
     return runs
-
-
-def _read_profiles(conn: Connection, workspace_id: int, pids: Sequence[int]) -> dict[int, Any]:
-    """Profiles by id as ``get_profile`` reads them for a template (no identities or merges), in bulk;
-    merged and missing ones are left out."""
-    from sqlalchemy import func
-
-    from lifeloop.events.models import events
-    from lifeloop.profiles.models import profiles
-    from lifeloop.profiles.service import Profile
-
-    found: dict[int, Any] = {}
-    p = profiles.c
-    for start in range(0, len(pids), 900):
-        chunk = pids[start : start + 900]
-        rows = conn.execute(
-            select(
-                p.id, p.user_id, p.traits, p.timezone, p.locale, p.first_seen, p.last_seen, p.created_at,
-                p.updated_at,
-            ).where(p.workspace_id == workspace_id, p.id.in_(chunk), p.merged_into.is_(None))
-        ).all()  # fmt: skip
-        if not rows:
-            continue
-        counts: dict[int, int] = dict(
-            conn.execute(
-                select(events.c.profile_id, func.count())
-                .where(events.c.workspace_id == workspace_id, events.c.profile_id.in_([r.id for r in rows]))
-                .group_by(events.c.profile_id)
-            ).all()
-        )
-        for r in rows:
-            found[r.id] = Profile(
-                id=r.id,
-                user_id=r.user_id,
-                traits=r.traits or {},
-                timezone=r.timezone,
-                locale=r.locale,
-                first_seen=r.first_seen,
-                last_seen=r.last_seen,
-                created_at=r.created_at,
-                updated_at=r.updated_at,
-                identities=[],
-                merged_from=[],
-                event_count=int(counts.get(r.id, 0)),
-            )
-    return found
 
 
 def _in_batches(conn: Connection, turn: Turn, work: Any) -> int:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, distinct, func, select
 
-from lifeloop.experiments import compare
+from lifeloop.experiments import versus_control
 from lifeloop.journeys.models import journey_runs, journey_steps
 from lifeloop.journeys.service import get_journey
 
@@ -89,18 +89,4 @@ def _experiment(conn: Connection, scope: list[Any]) -> dict[str, Any] | None:
     )
     if not rows:
         return None
-    arms = {arm: (int(n), int(c), float(v)) for arm, n, c, v in rows}
-    control = arms.get("holdout", (0, 0, 0.0))
-    result = {}
-    for arm, (users, converted, revenue) in arms.items():
-        item: dict[str, Any] = {
-            "users": users,
-            "converted": converted,
-            "rate": converted / users if users else None,
-            "revenue": revenue,
-            "revenue_per_user": revenue / users if users else None,
-        }
-        if arm != "holdout":
-            item["vs_holdout"] = compare(converted, users, control[1], control[0]).as_dict()
-        result[arm] = item
-    return {"arms": result, "control": "holdout" if "holdout" in arms else None}
+    return versus_control({arm: (int(n), int(c), float(v)) for arm, n, c, v in rows})

@@ -176,6 +176,7 @@ def _fallback_kwargs(entry: OutboxEntry, channel: str, recipient: str) -> dict[s
         "template": entry.template,
         "transactional": entry.transactional,
         "idempotency_key": f"{entry.idempotency_key}/{channel}"[-255:],
+        "origin": entry.origin,
     }
 
 

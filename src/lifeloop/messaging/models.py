@@ -55,11 +55,15 @@ outbox = Table(
     # One provider request for several messages (a LINE multicast), named before it is made: a retry
     # repeats exactly that request with the same retry key, so nobody in it gets the message twice.
     Column("delivery_group", String(64)),
+    # What queued the message when that is a whole campaign ("broadcast:<id>"): its messages, fallbacks
+    # included, are found through an index instead of by matching keys.
+    Column("origin", String(64)),
     UniqueConstraint("workspace_id", "idempotency_key"),
     Index(None, "status", "next_attempt_at"),  # the claim query, across workspaces
     Index(None, "workspace_id", "profile_id", "status"),  # frequency caps
     Index(None, "workspace_id", "id"),  # listing deliveries
     Index(None, "delivery_group"),
+    Index(None, "workspace_id", "origin"),
 )
 
 delivery_attempts = Table(
@@ -129,6 +133,7 @@ class OutboxEntry:
     updated_at: datetime
     delivered_at: datetime | None
     delivery_group: str | None = None
+    origin: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> OutboxEntry:

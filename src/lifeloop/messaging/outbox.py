@@ -53,6 +53,7 @@ def enqueue(
     fallback_of: int | None = None,
     now: datetime | None = None,
     dead_reason: str | None = None,
+    origin: str | None = None,
 ) -> tuple[OutboxEntry, bool]:
     """Queue one message; the same key again returns the stored message (and False) instead of a copy.
 
@@ -75,6 +76,7 @@ def enqueue(
         fallback_of=fallback_of,
         now=now,
         dead_reason=dead_reason,
+        origin=origin,
     )
     created = conn.execute(
         _insert(conn)
@@ -114,6 +116,7 @@ def outbox_values(
     fallback_of: int | None = None,
     now: datetime | None = None,
     dead_reason: str | None = None,
+    origin: str | None = None,
 ) -> dict[str, Any]:
     """The outbox row ``enqueue`` writes for a message, checked (``InvalidInput`` as ``enqueue``)."""
     if channel not in CHANNELS:
@@ -146,6 +149,7 @@ def outbox_values(
         "attempts": 0,
         "next_attempt_at": max(send_at or now, now),
         "fallback_of": fallback_of,
+        "origin": origin,
         "created_at": now,
         "updated_at": now,
     }
@@ -463,3 +467,19 @@ class RateLimiter:
         with self._lock:
             bucket = self._buckets.get((workspace_id, channel))
             return 0.0 if bucket is None else max(0.0, bucket.paused_until - time.monotonic())
+
+
+def cancel_messages(conn: Connection, workspace_id: int, ids: Any, reason: str, *, now: datetime) -> int:
+    """Suppress the messages among ``ids`` (a list or a SELECT of ids) that no worker is sending yet;
+    how many. A message being sent is left to finish: it may already be at the provider."""
+    result = conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.workspace_id == workspace_id,
+            outbox.c.id.in_(ids),
+            outbox.c.status.in_(DUE_STATUSES),
+            outbox.c.delivery_group.is_(None),  # claimed for a provider request that may have gone out
+        )
+        .values(status="suppressed", last_error=reason[:1000], updated_at=now, claimed_by=None)
+    )
+    return int(result.rowcount or 0)

@@ -541,3 +541,29 @@ def best_hour(
         e["timestamp"] for e in events if e["timestamp"] > since and _interaction(e["type"], e["event"])
     ]
     return most_active_hour(stamps, audience.timezone, policy.min_events_for_best_hour)
+
+
+def set_active_hours(
+    conn: Connection, workspace_id: int, audiences: dict[int, Audience], policy: ContactPolicy, now: datetime
+) -> None:
+    """``best_hour`` for many audiences (keyed by profile id) in one read of their last 90 days."""
+    from lifeloop.events.models import events
+
+    by_profile = {a.profile_id: a for a in audiences.values() if a.profile_id is not None}
+    if not by_profile:
+        return
+    stamps: dict[int, list[datetime]] = {pid: [] for pid in by_profile}
+    rows = conn.execute(
+        select(events.c.profile_id, events.c.type, events.c.event, events.c.timestamp).where(
+            events.c.workspace_id == workspace_id,
+            events.c.profile_id.in_(sorted(by_profile)),
+            events.c.timestamp > now - timedelta(days=90),
+        )
+    )
+    for pid, type_, name, at in rows:
+        if _interaction(type_, name):
+            stamps[pid].append(at)
+    for pid, audience in by_profile.items():
+        audience.active_hour = most_active_hour(
+            stamps[pid], audience.timezone, policy.min_events_for_best_hour
+        )

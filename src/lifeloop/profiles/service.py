@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -214,3 +215,47 @@ def live_profile_ids(conn: Connection, workspace_id: int) -> list[int]:
         .order_by(profiles.c.id)
     )
     return list(conn.execute(query).scalars())
+
+
+def read_profiles(conn: Connection, workspace_id: int, pids: Sequence[int]) -> dict[int, Profile]:
+    """Profiles by id as ``get_profile`` reads them for a template (no identities or merges), in bulk;
+    merged and missing ones are left out."""
+    from sqlalchemy import func
+
+    from lifeloop.events.models import events
+
+    found: dict[int, Profile] = {}
+    p = profiles.c
+    for start in range(0, len(pids), 900):
+        chunk = pids[start : start + 900]
+        rows = conn.execute(
+            select(
+                p.id, p.user_id, p.traits, p.timezone, p.locale, p.first_seen, p.last_seen, p.created_at,
+                p.updated_at,
+            ).where(p.workspace_id == workspace_id, p.id.in_(chunk), p.merged_into.is_(None))
+        ).all()  # fmt: skip
+        if not rows:
+            continue
+        counts: dict[int, int] = dict(
+            conn.execute(
+                select(events.c.profile_id, func.count())
+                .where(events.c.workspace_id == workspace_id, events.c.profile_id.in_([r.id for r in rows]))
+                .group_by(events.c.profile_id)
+            ).all()
+        )
+        for r in rows:
+            found[r.id] = Profile(
+                id=r.id,
+                user_id=r.user_id,
+                traits=r.traits or {},
+                timezone=r.timezone,
+                locale=r.locale,
+                first_seen=r.first_seen,
+                last_seen=r.last_seen,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                identities=[],
+                merged_from=[],
+                event_count=int(counts.get(r.id, 0)),
+            )
+    return found

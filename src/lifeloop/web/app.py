@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from lifeloop import __version__
 from lifeloop.analytics.routes import router as analytics_router
 from lifeloop.audience.routes import router as audience_router
+from lifeloop.broadcasts.routes import router as broadcasts_router
 from lifeloop.config import Settings, get_settings
 from lifeloop.events.routes import router as ingest_router
 from lifeloop.journeys.routes import profile_router as profile_journeys_router
@@ -74,4 +75,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(audience_router)
     app.include_router(journeys_router)
     app.include_router(profile_journeys_router)
+    app.include_router(broadcasts_router)
     return app

@@ -209,6 +209,12 @@ def profile_context(
     return context_of(profile, workspace, event=event, computed=computed)
 
 
+def locale_of(profile: Profile) -> str | None:
+    """The locale a profile prefers: its own, else the ``locale`` trait."""
+    trait = profile.traits.get("locale")
+    return profile.locale or (trait if isinstance(trait, str) else None)
+
+
 def context_of(
     profile: Profile,
     workspace: Workspace,
@@ -226,7 +232,7 @@ def context_of(
         "event_count": profile.event_count,
     }
     traits = dict(profile.traits)
-    locale = profile.locale or (traits.get("locale") if isinstance(traits.get("locale"), str) else None)
+    locale = locale_of(profile)
     context = {
         "profile": {
             "id": profile.id,

@@ -1,4 +1,5 @@
-"""Broadcasts: definitions with their progress, and each broadcast's frozen audience with variants.
+"""Broadcasts: definitions with their progress, each broadcast's frozen audience with variants, and the
+outbox's ``origin`` that names the broadcast a message belongs to.
 
 Revision ID: 0015
 Revises: 0014
@@ -49,9 +50,15 @@ def upgrade() -> None:
         sa.Column("profile_id", Id, primary_key=True),
         sa.Column("variant", sa.String(64), nullable=False),
     )
+    with op.batch_alter_table("outbox") as batch:
+        batch.add_column(sa.Column("origin", sa.String(64)))
+    op.create_index("ix_outbox_workspace_id_origin", "outbox", ["workspace_id", "origin"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_workspace_id_origin", "outbox")
+    with op.batch_alter_table("outbox") as batch:
+        batch.drop_column("origin")
     op.drop_table("broadcast_recipients")
     op.drop_index("ix_broadcasts_status_send_at", "broadcasts")
     op.drop_table("broadcasts")
