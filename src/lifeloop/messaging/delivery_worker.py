@@ -95,11 +95,15 @@ class _Request:
     started: datetime | None = None
 
 
-def _send(adapters: Adapters, limiter: RateLimiter, request: _Request, delay: float) -> SendResult:
-    """In a sending thread: wait for the rate limiter's slot, then call the provider."""
+def _send(adapters: Adapters, limiter: RateLimiter, request: _Request, not_before: float) -> SendResult:
+    """In a sending thread: wait for the rate limiter's slot, then call the provider.
+
+    The slot is a moment (``time.monotonic``) reserved when the batch was planned, not a delay counted
+    from when a thread gets to the request: the threads would otherwise serialise the waits."""
     entry, message = request.entries[0], request.message
-    if delay > 0:
-        time.sleep(delay)
+    wait = not_before - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
     paused = limiter.paused_for(entry.workspace_id, message.channel)
     if paused > 0:  # another message just got a 429 from this provider
         return SendResult(SendStatus.RATE_LIMITED, retry_after=paused, reason="paused by the provider's 429")
@@ -394,13 +398,13 @@ def deliver_due(
                     for e in request.entries
                 ]
                 continue
-            allowed.append((request, delay))
+            allowed.append((request, time.monotonic() + delay))
         sendable = {id(r) for r in _record_groups(engine, worker_id, [r for r, _ in allowed])}
-        for request, delay in allowed:
+        for request, not_before in allowed:
             if id(request) not in sendable:
                 continue
             request.started = clock()
-            sending.append((request, pool.submit(_send, adapters, limiter, request, delay)))
+            sending.append((request, pool.submit(_send, adapters, limiter, request, not_before)))
 
         pending = {f for _, f in sending}
         while pending:  # keep the lease alive while a slow provider answers
