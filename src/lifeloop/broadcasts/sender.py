@@ -43,7 +43,7 @@ def tick(
     engine: Engine, *, now: datetime | None = None, budget_seconds: float = 2.0, check_now: bool = False
 ) -> int:
     """Start due broadcasts, queue chunks of those sending for up to ``budget_seconds``, mark those whose
-    every message has settled as sent. Returns how many recipients were taken or queued."""
+    every message has settled as sent. Returns how many recipients' messages were queued."""
     from lifeloop.store.engine import connect, transaction
 
     clock = (lambda: now) if now is not None else utcnow
@@ -69,9 +69,10 @@ def tick(
         def queue(conn: Connection, b: int = broadcast_id, ws: int = workspace_id) -> int:
             return queue_chunk(conn, ws, b, now=clock())
 
-        if status == "scheduled":
-            done += transaction(engine, start, background=True)
-        while time.monotonic() < deadline:
+        # A start is not counted (it queues nothing itself), but its first chunk is queued in any case.
+        started = status == "scheduled" and transaction(engine, start, background=True) > 0
+        while started or time.monotonic() < deadline:
+            started = False
             queued = transaction(engine, queue, background=True)
             done += queued
             if not queued:

@@ -61,7 +61,9 @@ def test_the_sending_threads_wait_for_their_slots_side_by_side(
     engine: sa.Engine, brand: Brand, webhook: FakeWebhookServer, adapters: Adapters
 ) -> None:
     with engine.begin() as conn:
-        update_policy(conn, brand.workspace_id, {"rate_limits": {"webhook": {"per_second": 100, "burst": 10}}})
+        update_policy(
+            conn, brand.workspace_id, {"rate_limits": {"webhook": {"per_second": 100, "burst": 10}}}
+        )
     queue_many(engine, brand, webhook.url, 110)
     deliver_due(engine, worker_id="w", adapters=adapters, limiter=RateLimiter(), concurrency=8)
     stamps = sorted(r.at for r in webhook.received)
