@@ -212,6 +212,17 @@ def import_command(
         fail("every row was rejected; nothing was imported")
 
 
+def _log_to_stderr() -> None:
+    """The worker's log at LIFELOOP_LOG_LEVEL (debug adds each delivery batch's timings)."""
+    import logging
+
+    logging.basicConfig(
+        level=get_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    for chatty in ("httpx", "httpcore"):  # a line per provider request says nothing the outbox does not
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
 @app.command()
 @explains_errors
 def worker(
@@ -256,6 +267,7 @@ def worker(
 
     if deliveries and not once:  # deliveries decrypt channel credentials and sign tracking links
         require_for("lifeloop worker")
+    _log_to_stderr()
     engine = open_engine()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
