@@ -363,14 +363,15 @@ def cancel_broadcast(
 
     now = now or utcnow()
     current = get_broadcast(conn, workspace_id, key)
-    if current.status in ("sent", "cancelled"):
-        raise Conflict(f"broadcast {key!r} is already {current.status}", field="key")
     if conn.dialect.name == "postgresql":  # wait for a worker's queueing transaction, if one holds it
         conn.execute(
             select(broadcasts.c.id)
             .where(broadcasts.c.workspace_id == workspace_id, broadcasts.c.id == current.id)
             .with_for_update()
         )
+        current = get_broadcast(conn, workspace_id, key)  # as that worker left it (sent, perhaps)
+    if current.status in ("sent", "cancelled"):
+        raise Conflict(f"broadcast {key!r} is already {current.status}", field="key")
     conn.execute(
         update(broadcasts)
         .where(broadcasts.c.workspace_id == workspace_id, broadcasts.c.id == current.id)
