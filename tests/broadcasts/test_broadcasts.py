@@ -307,3 +307,44 @@ def test_best_hour_spreads_messages_over_the_window(
         )
     # Without enough activity of their own, users get the seed's first weekday window: 12:00 local.
     assert times == {datetime(2026, 12, 8, 4, 0, tzinfo=UTC)}
+
+
+def test_a_recipient_merged_into_another_recipient_gets_it_once(
+    engine: sa.Engine, brand: Brand, line_api: FakeLine
+) -> None:
+    from lifeloop.broadcasts.sender import start_broadcast
+    from lifeloop.events.messages import parse_message
+    from lifeloop.events.service import ingest
+    from lifeloop.messaging.models import outbox
+    from lifeloop.profiles.resolver import resolve_pending
+    from lifeloop.workspaces.models import SourceKey
+
+    connect_line(engine, brand, line_api)
+    pids = friends(engine, brand, 2)
+    sale_template(engine, brand)
+    definition = {
+        "audience": {"user_ids": ["f0", "f1"]},
+        "channels": [{"channel": "line", "template": "sale"}],
+    }
+    b = broadcast(engine, brand, definition)
+    with engine.begin() as conn:
+        assert start_broadcast(conn, brand.workspace_id, b.id, now=NOON_TAIPEI) == 2
+    alias = {"type": "alias", "messageId": "al", "previousId": "f0", "userId": "f1"}
+    ingest(
+        engine,
+        SourceKey(brand.workspace_id, brand.source_id),
+        [parse_message(alias, received_at=NOON_TAIPEI)],
+    )
+    resolve_pending(engine)
+    assert send_all(engine, now=NOON_TAIPEI) == 2
+    with connect(engine) as conn:
+        rows = conn.execute(
+            sa.select(outbox.c.profile_id, outbox.c.status, outbox.c.last_error).where(
+                outbox.c.workspace_id == brand.workspace_id
+            )
+        ).all()
+    survivor = next(r.profile_id for r in rows if r.status == "queued")
+    assert survivor in pids and sorted(r.status for r in rows) == ["dead", "queued"]
+    assert next(r.last_error for r in rows if r.status == "dead") == (
+        f"merged into profile {survivor}, which receives it already"
+    )

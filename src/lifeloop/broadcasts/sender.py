@@ -239,6 +239,8 @@ class _Planner:
             dead: str | None
             if profile is None:
                 content, dead = {"text": ""}, "the profile no longer exists"
+            elif profile.id != pid and self._is_recipient(profile.id):
+                content, dead = {"text": ""}, f"merged into profile {profile.id}, which receives it already"
             else:
                 content, dead = self._render(first, profile)
             fallback: dict[str, Any] = {}
@@ -282,6 +284,15 @@ class _Planner:
             return get_profile(self.conn, self.ws, pid)
         except NotFound:
             return None
+
+    def _is_recipient(self, pid: int) -> bool:
+        r = broadcast_recipients.c
+        found = self.conn.execute(
+            select(r.profile_id).where(
+                r.workspace_id == self.ws, r.broadcast_id == self.id, r.profile_id == pid
+            )
+        ).first()
+        return found is not None
 
     def _render(self, message: ChannelMessage, profile: Any) -> tuple[dict[str, Any], str | None]:
         """The message for one user, or a dead letter's content and reason when it does not render."""
