@@ -15,9 +15,9 @@ from tests.cli_helpers import run_cli
 from tests.conftest import TEST_SECRET_KEY, Brand
 from tests.fakes.line import FakeLine
 from tests.messaging.outbox.test_multicast import connect_line, deliver, friends
+from tests.messaging.outbox.test_multicast import line_api as line_api
 from tests.messaging.outbox.test_multicast import secret_key as secret_key
 
-from .test_broadcasts import line_api as line_api
 from .test_broadcasts import sale_template
 
 DEFINITION = {

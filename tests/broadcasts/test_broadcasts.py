@@ -5,7 +5,6 @@ defers users with their reason; bad input is refused with a reason and changes n
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,19 +23,8 @@ from lifeloop.store.engine import connect
 from tests.conftest import Brand
 from tests.fakes.line import FakeLine
 from tests.messaging.outbox.test_multicast import NOON_TAIPEI, connect_line, deliver, friend, friends
-
-
-@pytest.fixture(autouse=True)
-def secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import TEST_SECRET_KEY
-
-    monkeypatch.setenv("LIFELOOP_SECRET_KEY", TEST_SECRET_KEY)
-
-
-@pytest.fixture
-def line_api() -> Iterator[FakeLine]:
-    with FakeLine(token="tok") as server:
-        yield server
+from tests.messaging.outbox.test_multicast import line_api as line_api
+from tests.messaging.outbox.test_multicast import secret_key as secret_key  # autouse
 
 
 def sale_template(engine: sa.Engine, brand: Brand, key: str = "sale", text: str = "年終特賣 開始了") -> None:

@@ -6,11 +6,8 @@ Every friend must receive the message exactly once, and every message must end d
 from __future__ import annotations
 
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
@@ -24,11 +21,14 @@ from lifeloop.messaging.service import update_policy
 from lifeloop.store.engine import connect
 from tests.conftest import TEST_SECRET_KEY, Brand
 from tests.fakes.line import FakeLine
+from tests.killing import kill_until_done
 from tests.messaging.outbox.test_multicast import connect_line, friend, friends
+from tests.messaging.outbox.test_multicast import line_api as line_api
+from tests.messaging.outbox.test_multicast import (
+    secret_key as secret_key,  # autouse: workers decrypt the token
+)
 
 from .test_broadcasts import everyone_segment, sale_template
-from .test_broadcasts import line_api as line_api
-from .test_broadcasts import secret_key as secret_key  # autouse: the workers decrypt the LINE token
 
 FRIENDS = 2_000
 pytestmark = [pytest.mark.slow]
@@ -85,28 +85,13 @@ def test_killed_workers_send_each_friend_the_broadcast_exactly_once(
         service.schedule_broadcast(conn, brand.workspace_id, "yearend")
     line_api.answer_delay = 0.4  # LINE has the multicast; the worker may die before it hears so
 
-    rng = random.Random(20261207)
-    workers = [_worker(settings, str(tmp_path)) for _ in range(2)]
-    kills = 0
-    deadline = time.monotonic() + 240
-    try:
-        while True:
-            status, counts = _status(engine, brand.workspace_id)
-            if status == "sent":
-                break
-            assert time.monotonic() < deadline, f"not done in time: {status} {counts}"
-            time.sleep(rng.uniform(0.2, 1.5))
-            if kills < 10:
-                victim = rng.randrange(2)
-                workers[victim].send_signal(signal.SIGKILL)
-                workers[victim].wait(timeout=10)
-                workers[victim] = _worker(settings, str(tmp_path))
-                kills += 1
-    finally:
-        for proc in workers:
-            proc.kill()
-            proc.wait(timeout=10)
+    def sent() -> tuple[bool, object]:
+        status, counts = _status(engine, brand.workspace_id)
+        return status == "sent", (status, counts)
 
+    kills = kill_until_done(lambda: _worker(settings, str(tmp_path)), sent, seed=20261207, seconds=240,
+                            max_kills=10, pause=(0.2, 1.5))  # fmt: skip
+    counts = _status(engine, brand.workspace_id)[1]
     assert kills >= 3
     assert counts == Counter({"delivered": FRIENDS})
     received = Counter(user for user, _message in line_api.delivered)

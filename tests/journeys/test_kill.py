@@ -5,11 +5,8 @@ must end completed, exactly once, and the provider imitation must accept each me
 from __future__ import annotations
 
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -25,6 +22,7 @@ from lifeloop.store.engine import connect
 from tests.conftest import TEST_SECRET_KEY, Brand
 from tests.fakes.webhook_server import FakeWebhookServer
 from tests.journeys.world import World
+from tests.killing import kill_until_done
 from tests.messaging.helpers import SECRET
 
 USERS = 10_000
@@ -110,27 +108,12 @@ def test_killed_workers_lose_no_user_and_send_nothing_twice(
             conn, brand.workspace_id, "crash_course", profile_ids=pids, idempotency_key="all"
         )
 
-    rng = random.Random(20261205)
-    workers = [_worker(settings, str(tmp_path)) for _ in range(2)]
-    kills = 0
-    deadline = time.monotonic() + 420
-    try:
-        while True:
-            progress = _progress(engine, brand.workspace_id)
-            if progress["completed"] == USERS and progress["delivered"] == 2 * USERS:
-                break
-            assert time.monotonic() < deadline, f"not done in time: {progress}"
-            time.sleep(rng.uniform(0.5, 2.5))
-            if kills < 12:
-                victim = rng.randrange(2)
-                workers[victim].send_signal(signal.SIGKILL)
-                workers[victim].wait(timeout=10)
-                workers[victim] = _worker(settings, str(tmp_path))
-                kills += 1
-    finally:
-        for proc in workers:
-            proc.kill()
-            proc.wait(timeout=10)
+    def finished() -> tuple[bool, object]:
+        progress = _progress(engine, brand.workspace_id)
+        return progress["completed"] == USERS and progress["delivered"] == 2 * USERS, progress
+
+    kills = kill_until_done(lambda: _worker(settings, str(tmp_path)), finished, seed=20261205, seconds=420,
+                            max_kills=12, pause=(0.5, 2.5))  # fmt: skip
 
     assert kills >= 6
     with connect(engine) as conn:

@@ -81,6 +81,20 @@ def get_profile(conn: Connection, workspace_id: int, profile_id: int) -> Profile
         .where(profile_merges.c.workspace_id == workspace_id, profile_merges.c.winner_id == pid)
         .order_by(profile_merges.c.id)
     )
+    return _profile_of(
+        row,
+        identities=[dict(r._mapping) for r in linked],
+        merged_from=[
+            {"profile_id": r.loser_id, **{k: v for k, v in r._mapping.items() if k != "loser_id"}}
+            for r in merges
+        ],
+        event_count=event_store.count_events(conn, workspace_id, pid),
+    )
+
+
+def _profile_of(
+    row: Any, *, identities: list[dict[str, Any]], merged_from: list[dict[str, Any]], event_count: int
+) -> Profile:
     return Profile(
         id=row.id,
         user_id=row.user_id,
@@ -91,12 +105,9 @@ def get_profile(conn: Connection, workspace_id: int, profile_id: int) -> Profile
         last_seen=row.last_seen,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        identities=[dict(r._mapping) for r in linked],
-        merged_from=[
-            {"profile_id": r.loser_id, **{k: v for k, v in r._mapping.items() if k != "loser_id"}}
-            for r in merges
-        ],
-        event_count=event_store.count_events(conn, workspace_id, pid),
+        identities=identities,
+        merged_from=merged_from,
+        event_count=event_count,
     )
 
 
@@ -244,18 +255,5 @@ def read_profiles(conn: Connection, workspace_id: int, pids: Sequence[int]) -> d
             ).all()
         )
         for r in rows:
-            found[r.id] = Profile(
-                id=r.id,
-                user_id=r.user_id,
-                traits=r.traits or {},
-                timezone=r.timezone,
-                locale=r.locale,
-                first_seen=r.first_seen,
-                last_seen=r.last_seen,
-                created_at=r.created_at,
-                updated_at=r.updated_at,
-                identities=[],
-                merged_from=[],
-                event_count=int(counts.get(r.id, 0)),
-            )
+            found[r.id] = _profile_of(r, identities=[], merged_from=[], event_count=int(counts.get(r.id, 0)))
     return found
