@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, update
 from lifeloop.errors import LifeloopError
 from lifeloop.messaging.channels.base import ChannelAdapter, OutboundMessage, SendResult, SendStatus
 from lifeloop.messaging.channels.line import MAX_MULTICAST
+from lifeloop.messaging.channels.wecom import FAIL_LIST_REASON, MAX_TASK_RECIPIENTS
 from lifeloop.messaging.models import OutboxEntry, outbox
 from lifeloop.messaging.outbox import RateLimiter, Settlement, backoff, claim_due, extend_lease, settle_all
 from lifeloop.messaging.policy import Audience, ContactPolicy, best_hour, decide, load_message_audiences
@@ -87,7 +88,8 @@ class Adapters:
 
 @dataclass(slots=True)
 class _Request:
-    """One provider call: a message to one recipient, or (``group``) one LINE multicast to many."""
+    """One provider call: a message to one recipient, or (``group``) one LINE multicast or WeCom advisor
+    task to many."""
 
     entries: list[OutboxEntry]
     recipients: list[str]
@@ -210,11 +212,19 @@ def _audiences(
     return audiences
 
 
-def _multicast_key(entry: OutboxEntry) -> tuple[int, str] | None:
-    """Messages claimed together with the same key go out as one LINE multicast (identical content)."""
-    if entry.channel != "line" or "rich_menu_id" in entry.content or entry.delivery_group is not None:
+# Recipients per request for identical content, on the channels whose API sends one message to many.
+GROUP_LIMITS = {"line": MAX_MULTICAST, "wecom": MAX_TASK_RECIPIENTS}
+
+
+def _multicast_key(entry: OutboxEntry) -> tuple[int, str, str] | None:
+    """Messages claimed together with the same key go out as one request: a LINE multicast, a WeCom
+    advisor task (identical content, so the same advisor). Rich menu links and welcome messages, which
+    name one user, go one by one."""
+    if entry.channel not in GROUP_LIMITS or entry.delivery_group is not None:
         return None
-    return entry.workspace_id, json.dumps(entry.content, sort_keys=True, default=str)
+    if "rich_menu_id" in entry.content or "welcome_code" in entry.content:
+        return None
+    return entry.workspace_id, entry.channel, json.dumps(entry.content, sort_keys=True, default=str)
 
 
 def _group_name(entries: Sequence[OutboxEntry]) -> str:
@@ -225,9 +235,10 @@ def _group_name(entries: Sequence[OutboxEntry]) -> str:
 
 def _requests(ready: Sequence[tuple[OutboxEntry, str]]) -> list[_Request]:
     """Provider calls for the messages cleared to go: identical LINE messages in multicasts of up to
-    500, a group recorded by an earlier attempt exactly as it was, everything else one by one."""
+    500, identical WeCom messages in advisor tasks of up to 10,000, a group recorded by an earlier
+    attempt exactly as it was, everything else one by one."""
     requests: list[_Request] = []
-    groups: dict[tuple[int, str], list[tuple[OutboxEntry, str]]] = {}
+    groups: dict[tuple[int, str, str], list[tuple[OutboxEntry, str]]] = {}
     recorded: dict[str, list[tuple[OutboxEntry, str]]] = {}
     for entry, recipient in ready:
         key = _multicast_key(entry)
@@ -238,9 +249,9 @@ def _requests(ready: Sequence[tuple[OutboxEntry, str]]) -> list[_Request]:
         else:
             requests.append(_Request([entry], [recipient], _message(entry, recipient)))
     chunks = [
-        members[i : i + MAX_MULTICAST]
-        for members in groups.values()
-        for i in range(0, len(members), MAX_MULTICAST)
+        members[i : i + GROUP_LIMITS[channel]]
+        for (_, channel, _), members in groups.items()
+        for i in range(0, len(members), GROUP_LIMITS[channel])
     ]
     for chunk in chunks:
         if len(chunk) == 1:
@@ -392,7 +403,7 @@ def deliver_due(
         for request in _requests(ready):
             head = request.entries[0]
             policy, _ = batch.policy(head.workspace_id)
-            # A multicast is one request to LINE, so it takes one token of the rate limit.
+            # A multicast is one request to the provider, so it takes one token of the rate limit.
             delay = limiter.reserve(head.workspace_id, head.channel, policy, max_wait=1.0)
             if delay is None:  # over the provider's rate for longer than a moment: come back later
                 hint = max(1.0, limiter.wait_hint(head.workspace_id, head.channel))
@@ -426,14 +437,16 @@ def deliver_due(
             finished = clock()
             # One outcome for a whole multicast: its messages retry together, at the same time.
             shared = _outcome(request.entries[0], result, policy, finished)
+            refused = SendResult(SendStatus.BLOCKED, reason=FAIL_LIST_REASON)
             for entry, recipient in zip(request.entries, request.recipients, strict=True):
-                settlement = Settlement(
-                    entry, shared.status, shared.reason, shared.next_attempt_at, result=result
+                own = refused if recipient in result.refused else result
+                settlement = (
+                    Settlement(entry, shared.status, shared.reason, shared.next_attempt_at, result=result)
+                    if own is result
+                    else _outcome(entry, own, policy, finished)
                 )
-                if result.status == SendStatus.BLOCKED and request.group is None:
-                    settlement = (
-                        _after_block(entry, result, policy, audiences[entry.id], finished) or settlement
-                    )
+                if own.status == SendStatus.BLOCKED and (request.group is None or own is refused):
+                    settlement = _after_block(entry, own, policy, audiences[entry.id], finished) or settlement
                 settlement.started_at, settlement.finished_at = request.started, finished
                 settlement.recipient = recipient
                 settlements.append(settlement)

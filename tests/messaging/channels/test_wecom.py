@@ -185,3 +185,16 @@ def test_a_wrong_secret_is_permanent(fake: FakeWeCom) -> None:
     result = adapter.send(msg())
     adapter.close()
     assert result.status is SendStatus.PERMANENT and "40001" in (result.reason or "")
+
+
+def test_one_task_carries_many_customers_and_names_those_wecom_refused(fake: FakeWeCom) -> None:
+    for user in ("wmA", "wmB"):
+        fake.add_contact(user)
+    adapter = make_adapter(fake)
+    result = adapter.multicast(["wmA", "wmB", "wmGONE"], {"text": "会员日"}, idempotency_key="g-1")
+    too_many = adapter.multicast([f"wm{i}" for i in range(10_001)], {"text": "x"}, idempotency_key="g-2")
+    adapter.close()
+    (call,) = fake.calls("/cgi-bin/externalcontact/add_msg_template")
+    assert call.json["external_userid"] == ["wmA", "wmB", "wmGONE"] and call.json["sender"] == "zhangsan"
+    assert result.status is SendStatus.DELIVERED and result.refused == {"wmGONE"}
+    assert too_many.status is SendStatus.PERMANENT and "10000" in (too_many.reason or "")

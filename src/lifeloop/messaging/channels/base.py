@@ -36,6 +36,9 @@ class SendResult:
     provider_message_id: str | None = None
     retry_after: float | None = None  # seconds, when the provider said so
     reason: str | None = None  # a sentence for the delivery log / dead letter
+    # Of a request to many recipients (a WeCom group task), those the provider refused one by one
+    # (not a contact of the advisor): they are blocked, the others delivered.
+    refused: frozenset[str] = frozenset()
 
     @property
     def retryable(self) -> bool:

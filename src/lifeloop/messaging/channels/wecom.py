@@ -4,13 +4,17 @@
   welcome message with ``externalcontact/send_welcome_msg``;
 - otherwise ``externalcontact/add_msg_template`` creates a 1-on-1 message task for the advisor
   (``content.sender`` or the configured ``sender``), which WeCom delivers once the advisor confirms
-  it in the app, as WeCom requires.
+  it in the app, as WeCom requires. Identical messages go in one task for up to 10,000 customers
+  (``multicast``); WeCom names those it refused (not the advisor's contacts) in ``fail_list``.
+  WeCom takes no retry key: a task whose answer was lost is created again on the retry, and the
+  advisor sees it twice (a LINE multicast, with its retry key, cannot repeat).
 Access tokens come from ``gettoken`` and are cached for their lifetime, refreshed when rejected.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -25,6 +29,7 @@ from lifeloop.messaging.channels.http import (
 )
 
 API_BASE_URL = "https://qyapi.weixin.qq.com"
+MAX_TASK_RECIPIENTS = 10_000  # external_userid per add_msg_template task, WeCom's documented limit
 TOKENS = AccessTokenCache()
 
 
@@ -37,6 +42,7 @@ _TOKEN_ERRORS = {40001, 40014, 42001}
 _RATE_LIMITS = {45009, 45033, 45035}
 _BUSY = {-1}
 _BLOCKED = {84061}  # not an external contact of this advisor
+FAIL_LIST_REASON = "WeCom fail_list: not a contact of this advisor"
 # 41051: the welcome was already sent (by another app, or a retry): a welcome_code works once.
 
 
@@ -112,28 +118,33 @@ class WeComAdapter:
         except ValueError as error:
             return SendResult(SendStatus.PERMANENT, reason=str(error))
         if content.get("welcome_code"):
-            path, payload = (
-                "/cgi-bin/externalcontact/send_welcome_msg",
-                {
-                    "welcome_code": content["welcome_code"],
-                    **body,
-                },
+            payload = {"welcome_code": content["welcome_code"], **body}
+            return self._answer("/cgi-bin/externalcontact/send_welcome_msg", payload, [message.recipient])
+        return self._task([message.recipient], content, body)
+
+    def multicast(
+        self, recipients: Sequence[str], content: dict[str, Any], *, idempotency_key: str
+    ) -> SendResult:
+        """One advisor task for identical messages to many customers (``idempotency_key`` is unused:
+        WeCom has no retry key)."""
+        if not 1 <= len(recipients) <= MAX_TASK_RECIPIENTS:
+            return SendResult(
+                SendStatus.PERMANENT, reason=f"a WeCom task takes 1 to {MAX_TASK_RECIPIENTS} customers"
             )
-        else:
-            sender = content.get("sender") or self.sender
-            if not sender:
-                return SendResult(
-                    SendStatus.PERMANENT, reason="no advisor userid: set content.sender or sender"
-                )
-            path, payload = (
-                "/cgi-bin/externalcontact/add_msg_template",
-                {
-                    "chat_type": "single",
-                    "external_userid": [message.recipient],
-                    "sender": sender,
-                    **body,
-                },
-            )
+        try:
+            body = wecom_payload(content)
+        except ValueError as error:
+            return SendResult(SendStatus.PERMANENT, reason=str(error))
+        return self._task(list(recipients), content, body)
+
+    def _task(self, recipients: list[str], content: dict[str, Any], body: dict[str, Any]) -> SendResult:
+        sender = content.get("sender") or self.sender
+        if not sender:
+            return SendResult(SendStatus.PERMANENT, reason="no advisor userid: set content.sender or sender")
+        payload = {"chat_type": "single", "external_userid": recipients, "sender": sender, **body}
+        return self._answer("/cgi-bin/externalcontact/add_msg_template", payload, recipients)
+
+    def _answer(self, path: str, payload: dict[str, Any], recipients: list[str]) -> SendResult:
         called = call_with_token("WeCom", lambda: self.call(path, payload))
         if isinstance(called, SendResult):
             return called
@@ -143,9 +154,10 @@ class WeComAdapter:
         result = classify_errcode(int(answer.get("errcode", -1)), str(answer.get("errmsg", "no errcode")))
         if result.status is not SendStatus.DELIVERED:
             return result
-        if message.recipient in (answer.get("fail_list") or []):
-            return SendResult(SendStatus.BLOCKED, reason="WeCom fail_list: not a contact of this advisor")
-        return SendResult(SendStatus.DELIVERED, provider_message_id=answer.get("msgid"))
+        refused = frozenset(answer.get("fail_list") or []) & set(recipients)
+        if len(recipients) == 1 and refused:
+            return SendResult(SendStatus.BLOCKED, reason=FAIL_LIST_REASON)
+        return SendResult(SendStatus.DELIVERED, provider_message_id=answer.get("msgid"), refused=refused)
 
     def close(self) -> None:
         self.client.close()
