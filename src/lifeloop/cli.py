@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lifeloop.accounts.cli import user_app
 from lifeloop.analytics.cli import analytics_app
 from lifeloop.audience.cli import segments_app, tags_app
 from lifeloop.broadcasts.cli import broadcasts_app
@@ -37,6 +38,7 @@ app.add_typer(tags_app, name="tags")
 app.add_typer(segments_app, name="segments")
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(broadcasts_app, name="broadcasts")
+app.add_typer(user_app, name="user")
 app.command("recompute")(recompute)
 
 

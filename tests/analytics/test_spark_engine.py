@@ -55,6 +55,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("stage_flows", "stage_flows", {"model": "line"}),
     ("journey_conversion", "journey_conversion", {"journey_id": "1"}),
     ("journey_conversion-filtered", "journey_conversion", {"journey_id": "2", "stage": "engaged"}),
+    ("messages", "messages", {}),
+    ("messages-failed", "messages", {"outcome": "failed", "channel": "line"}),
 ]
 
 

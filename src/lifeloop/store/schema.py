@@ -72,6 +72,7 @@ DOMAIN_MODELS = (
     "lifeloop.messaging.models",
     "lifeloop.journeys.models",
     "lifeloop.broadcasts.models",
+    "lifeloop.accounts.models",
     "lifeloop.store.state_log",
     "lifeloop.store.identity",
 )

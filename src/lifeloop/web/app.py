@@ -24,6 +24,7 @@ from lifeloop.messaging.templates.routes import router as templates_router
 from lifeloop.profiles.resolver import BackgroundResolver
 from lifeloop.profiles.routes import router as profiles_router
 from lifeloop.store.engine import create_store_engine
+from lifeloop.web.console import install_console
 from lifeloop.web.docs import install_docs
 from lifeloop.web.health import router as health_router
 from lifeloop.web.problems import install_problem_handlers
@@ -76,4 +77,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(journeys_router)
     app.include_router(profile_journeys_router)
     app.include_router(broadcasts_router)
+    install_console(app)  # after the API: its error handlers wrap the API's
     return app

@@ -208,3 +208,30 @@ def verify_api_token(conn: Connection, secret: str | None) -> TokenGrant:
     if row is None or row.revoked_at is not None:
         raise Unauthorized("invalid or revoked API token")
     return TokenGrant(workspace_id=row.workspace_id, token_id=row.id, role=row.role)
+
+
+def list_api_tokens(conn: Connection, workspace_id: int) -> list[ApiToken]:
+    """The workspace's tokens, newest first (never their secrets: only a digest is kept)."""
+    rows = conn.execute(
+        select(*[c for c in api_tokens.c if c.name != "token_hash"])
+        .where(api_tokens.c.workspace_id == workspace_id)
+        .order_by(api_tokens.c.created_at.desc(), api_tokens.c.id.desc())
+    )
+    return [ApiToken(**row._mapping) for row in rows]
+
+
+def revoke_api_token(conn: Connection, workspace_id: int, token_id: int) -> None:
+    """Revoke a token at once; revoking a revoked token changes nothing."""
+    found = conn.execute(
+        select(api_tokens.c.revoked_at).where(
+            api_tokens.c.workspace_id == workspace_id, api_tokens.c.id == token_id
+        )
+    ).first()
+    if found is None:
+        raise NotFound(f"no API token {token_id} in this workspace")
+    if found.revoked_at is None:
+        conn.execute(
+            update(api_tokens)
+            .where(api_tokens.c.workspace_id == workspace_id, api_tokens.c.id == token_id)
+            .values(revoked_at=utcnow())
+        )

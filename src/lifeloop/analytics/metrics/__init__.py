@@ -12,6 +12,7 @@ from lifeloop.analytics.metrics.activity import ActiveUsers, NewUsers
 from lifeloop.analytics.metrics.base import Metric, MetricResult
 from lifeloop.analytics.metrics.funnel import Funnel, Paths
 from lifeloop.analytics.metrics.lifecycle import JourneyConversion, StageDistribution, StageFlows
+from lifeloop.analytics.metrics.messaging import MessagesSent
 from lifeloop.analytics.metrics.retention import ChurnRate, CohortRetention, Retention
 from lifeloop.analytics.metrics.revenue import ChannelRoi, RepeatPurchase, Revenue
 from lifeloop.errors import NotFound
@@ -32,6 +33,7 @@ METRICS: dict[str, type[Metric]] = {
         StageDistribution,
         StageFlows,
         JourneyConversion,
+        MessagesSent,
     )
 }
 
@@ -52,6 +54,7 @@ __all__ = [
     "CohortRetention",
     "Funnel",
     "JourneyConversion",
+    "MessagesSent",
     "Metric",
     "MetricResult",
     "NewUsers",

@@ -1,0 +1,49 @@
+"""What pages share to read analytics: a metric's chart-ready JSON, or nothing while there is no data."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import duckdb
+from fastapi import Request
+
+from lifeloop.analytics import service as analytics
+from lifeloop.errors import LifeloopError
+from lifeloop.web.deps import analytics_path
+
+log = logging.getLogger("lifeloop.console")
+
+
+def today_in(timezone: str) -> date:
+    return datetime.now(ZoneInfo(timezone)).date()
+
+
+def metric_json(request: Request, workspace_id: int, name: str, **params: Any) -> dict[str, Any] | None:
+    """The metric as the API returns it, or None when the analytics store cannot answer yet (no sync
+    has run, or the store is being rebuilt): a page shows "no data yet" instead of failing."""
+    try:
+        return analytics.run_metric(analytics_path(request), workspace_id, name, params).to_json()
+    except (LifeloopError, duckdb.Error, OSError) as error:
+        log.info("metric %s unavailable: %s", name, error)
+        return None
+
+
+def days_back(end: date, days: int) -> dict[str, str]:
+    """``start``/``end`` parameters for the ``days`` days ending at ``end``."""
+    return {"start": (end - timedelta(days=days - 1)).isoformat(), "end": end.isoformat()}
+
+
+def last_row(result: dict[str, Any] | None) -> dict[str, Any]:
+    if not result or not result["data"]:
+        return {}
+    return dict(zip(result["columns"], result["data"][-1], strict=True))
+
+
+def column_sum(result: dict[str, Any] | None, column: str) -> float | None:
+    if not result:
+        return None
+    i = result["columns"].index(column)
+    return float(sum(row[i] or 0 for row in result["data"]))
