@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from lifeloop.errors import LifeloopError
 from lifeloop.store.engine import connect
 from lifeloop.web.console.auth import LoginRequired
+from lifeloop.web.console.i18n import N_
 from lifeloop.web.console.pages import PAGE_ROUTERS
 from lifeloop.web.console.render import page
 from lifeloop.workspaces.service import get_workspace
@@ -22,7 +23,7 @@ from lifeloop.workspaces.service import get_workspace
 STATIC_DIR = Path(__file__).parent / "static"
 log = logging.getLogger("lifeloop.console")
 
-_TITLES = {400: "Not accepted", 403: "Not allowed", 404: "Not found", 409: "Conflict"}
+_TITLES = {400: N_("Not accepted"), 403: N_("Not allowed"), 404: N_("Not found"), 409: N_("Conflict")}
 
 
 def _error_page(request: Request, status: int, message: str) -> Response:
@@ -35,7 +36,7 @@ def _error_page(request: Request, status: int, message: str) -> Response:
     from lifeloop.web.console.render import locale_of
 
     gettext = translations(locale_of(request, session)).gettext
-    title = gettext(_TITLES.get(status, "Something went wrong"))
+    title = gettext(_TITLES.get(status, N_("Something went wrong")))
     if status >= 500:
         message = gettext("An unexpected error occurred; nothing was changed.")
     return page(

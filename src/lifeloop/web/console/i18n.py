@@ -70,3 +70,43 @@ def negotiate(accept_language: str | None) -> str:
 
 def babel_locale(locale: str) -> Locale:
     return Locale.parse(_folder(locale))
+
+
+def N_(message: str) -> str:  # gettext's conventional name
+    """Marks a string for translation where it is defined (a label in a table), translated when shown."""
+    return message
+
+
+# Shown through ``_(value)`` in templates, so the extractor cannot see them where they are used.
+MARKED = [N_("admin"), N_("operator"), N_("analyst"), N_("viewer")]
+
+
+def console_messages() -> set[str]:
+    """Every msgid the console's templates and Python code use (what each catalogue must translate)."""
+    from babel.messages.extract import extract_from_dir
+
+    root = Path(__file__).parent
+    keywords = {"_": None, "gettext": None, "N_": None, "ngettext": (1, 2)}
+    found: set[str] = set()
+    for _file, _line, message, _comments, _context in extract_from_dir(
+        root,
+        method_map=[("**.py", "python"), ("templates/**.html", "jinja2")],
+        options_map={"templates/**.html": {"extensions": "jinja2.ext.i18n", "trimmed": "false"}},
+        keywords=keywords,
+    ):
+        for text in message if isinstance(message, tuple) else (message,):
+            if text:
+                found.add(text)
+    return found
+
+
+def untranslated(locale: str) -> set[str]:
+    """The console's msgids with no translation in ``locale``'s catalogues."""
+    known: dict[str, str] = {}
+    for path in catalogue_files(locale):
+        with path.open("rb") as po:
+            for message in read_po(po, locale=_folder(locale)):
+                if message.id and message.string:
+                    text = message.id if isinstance(message.id, str) else message.id[0]
+                    known[text] = str(message.string)
+    return {m for m in console_messages() if m not in known}

@@ -19,25 +19,25 @@ from markupsafe import Markup
 
 from lifeloop.accounts.models import LOCALES, ConsoleSession
 from lifeloop.web.console.auth import CSRF_FIELD, allowed
-from lifeloop.web.console.i18n import LANGUAGE_NAMES, babel_locale, negotiate, translations
+from lifeloop.web.console.i18n import LANGUAGE_NAMES, N_, babel_locale, negotiate, translations
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 LANG_COOKIE = "lifeloop_lang"
 
 # The sidebar: path, label (a msgid), the permission a role needs to see it.
 NAV: list[tuple[str, str, str]] = [
-    ("/", "Overview", "read"),
-    ("/customers", "Customers", "read"),
-    ("/lifecycle", "Lifecycle", "read"),
-    ("/tags", "Tags", "read"),
-    ("/segments", "Segments", "read"),
-    ("/journeys", "Journeys", "read"),
-    ("/broadcasts", "Broadcasts", "read"),
-    ("/templates", "Templates", "read"),
-    ("/channels", "Channels", "read"),
-    ("/policy", "Contact policy", "read"),
-    ("/analytics", "Analytics", "read"),
-    ("/settings", "Settings", "read"),
+    ("/", N_("Overview"), "read"),
+    ("/customers", N_("Customers"), "read"),
+    ("/lifecycle", N_("Lifecycle"), "read"),
+    ("/tags", N_("Tags"), "read"),
+    ("/segments", N_("Segments"), "read"),
+    ("/journeys", N_("Journeys"), "read"),
+    ("/broadcasts", N_("Broadcasts"), "read"),
+    ("/templates", N_("Templates"), "read"),
+    ("/channels", N_("Channels"), "read"),
+    ("/policy", N_("Contact policy"), "read"),
+    ("/analytics", N_("Analytics"), "read"),
+    ("/settings", N_("Settings"), "read"),
 ]
 
 
