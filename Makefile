@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-quick bench lint install services clean
+.PHONY: demo test test-quick bench lint install services browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -21,8 +21,8 @@ demo: $(STAMP)
 	$(BIN)/lifeloop migrate
 	$(BIN)/lifeloop demo
 
-# Makes sure PostgreSQL is installed and running, then runs every test on SQLite and PostgreSQL.
-test: $(STAMP) services
+# Makes sure PostgreSQL is running and Chromium installed, then runs every test on SQLite and PostgreSQL.
+test: $(STAMP) services browser
 	$(BIN)/pytest -n 2 -m "not spark" --durations=25 --cov --cov-report= $(PYTEST_ARGS)
 	@# Spark tests in one process: one Spark session (≈15 s to start) for the whole run.
 	$(BIN)/pytest -m spark --cov --cov-append --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS) \
@@ -33,6 +33,9 @@ test-quick: $(STAMP) services
 
 services:
 	@bash scripts/ensure-postgres.sh
+
+browser:
+	@bash scripts/ensure-browser.sh
 
 bench: $(STAMP) services
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

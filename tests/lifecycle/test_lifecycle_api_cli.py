@@ -52,7 +52,7 @@ def test_api_installs_a_preset_and_counts_stages(client: TestClient, engine: sa.
     active = client.get("/api/v1/lifecycle/models/active", headers=brand.bearer).json()
     assert active["stages"][0] == {
         "key": "silent",
-        "name": {"zh-CN": "沉默&回收", "en": "Silent & win-back"},
+        "name": {"zh-CN": "沉默&回收", "zh-TW": "沉默&回收", "en": "Silent & win-back"},
         "when": SILENT,
         "emit_on_enter": None,
     }

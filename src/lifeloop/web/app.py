@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from lifeloop import __version__
+from lifeloop.accounts.routes import router as accounts_router
 from lifeloop.analytics.routes import router as analytics_router
 from lifeloop.audience.routes import router as audience_router
 from lifeloop.broadcasts.routes import router as broadcasts_router
@@ -77,5 +78,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(journeys_router)
     app.include_router(profile_journeys_router)
     app.include_router(broadcasts_router)
+    app.include_router(accounts_router)
     install_console(app)  # after the API: its error handlers wrap the API's
     return app

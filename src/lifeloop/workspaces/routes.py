@@ -1,14 +1,15 @@
-"""REST: /api/v1/workspace (the token's workspace) and its sources."""
+"""REST: /api/v1/workspace (the token's workspace), its sources and its API tokens."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from lifeloop.web.deps import Conn, CurrentGrant, EngineDep, require_role
 from lifeloop.workspaces import service
+from lifeloop.workspaces.models import ApiToken
 
 router = APIRouter(prefix="/api/v1/workspace", tags=["workspace"])
 
@@ -70,3 +71,56 @@ def create_source(body: SourceCreate, engine: EngineDep, grant: CurrentGrant) ->
         disabled_at=source.disabled_at,
         write_key=key,
     )
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    role: str = Field(description="admin, operator, analyst or viewer")
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    token_prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="Shown only in this response; store it now.")
+
+
+def _token_out(token: ApiToken) -> TokenOut:
+    return TokenOut(
+        id=token.id,
+        name=token.name,
+        role=token.role,
+        token_prefix=token.token_prefix,
+        created_at=token.created_at,
+        revoked_at=token.revoked_at,
+    )
+
+
+@router.get("/tokens", response_model=list[TokenOut])
+def list_tokens(conn: Conn, grant: CurrentGrant) -> list[TokenOut]:
+    """The workspace's API tokens (admin), never their secrets."""
+    require_role(grant, "admin")
+    return [_token_out(t) for t in service.list_api_tokens(conn, grant.workspace_id)]
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201)
+def create_token(body: TokenCreate, engine: EngineDep, grant: CurrentGrant) -> TokenCreated:
+    require_role(grant, "admin")
+    with engine.begin() as conn:
+        token, secret = service.create_api_token(conn, grant.workspace_id, name=body.name, role=body.role)
+    return TokenCreated(**_token_out(token).model_dump(), token=secret)
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def revoke_token(token_id: int, engine: EngineDep, grant: CurrentGrant) -> Response:
+    """Revoke a token at once (admin)."""
+    require_role(grant, "admin")
+    with engine.begin() as conn:
+        service.revoke_api_token(conn, grant.workspace_id, token_id)
+    return Response(status_code=204)

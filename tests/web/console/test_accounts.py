@@ -16,7 +16,7 @@ from lifeloop.cli import app as cli
 from lifeloop.config import Settings
 from lifeloop.errors import Conflict, InvalidInput, Unauthorized
 from lifeloop.store.engine import connect
-from tests.conftest import Brand
+from tests.conftest import Brand, make_brand
 from tests.web.console.conftest import PASSWORD, Console, make_user, sign_in
 
 
@@ -78,7 +78,7 @@ def test_a_wrong_password_or_a_forged_login_form_opens_no_session(
     token = re.search(r'name="login_token" value="([^"]+)"', form.text)[1]  # type: ignore[index]
     wrong = client.post("/login", data={"email": email, "password": "nope-nope-nope", "login_token": token})
     forged = client.post("/login", data={"email": email, "password": PASSWORD, "login_token": "forged"})
-    assert wrong.status_code == 401 and "Wrong e-mail or password" in wrong.text
+    assert wrong.status_code == 401 and "電子郵件或密碼錯誤" in wrong.text  # the default language: zh-TW
     assert forged.status_code == 400
     with connect(engine) as conn:
         count = (
@@ -143,3 +143,47 @@ def test_cli_creates_the_first_admin(
     assert unknown.exit_code == 1
     sign_in(client, "boss@example.com")
     assert client.get("/settings").status_code == 200
+
+
+def test_members_tokens_and_the_audit_log_through_the_api(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
+    put = client.put(
+        "/api/v1/workspace/members",
+        json={"email": "mei@example.com", "role": "operator", "password": PASSWORD},
+        headers=brand.bearer,
+    )
+    assert put.status_code == 200 and put.json()["role"] == "operator"
+    assert (
+        client.put(
+            "/api/v1/workspace/members",
+            json={"email": "new@example.com", "role": "viewer"},
+            headers=brand.bearer,
+        ).status_code
+        == 400
+    )  # a new account needs a password
+    members = client.get("/api/v1/workspace/members", headers=brand.bearer).json()
+    assert [m["email"] for m in members] == ["mei@example.com"]
+    made = client.post(
+        "/api/v1/workspace/tokens", json={"name": "bi", "role": "viewer"}, headers=brand.bearer
+    )
+    assert made.status_code == 201
+    viewer = {"Authorization": f"Bearer {made.json()['token']}"}
+    assert client.get("/api/v1/workspace/members", headers=viewer).status_code == 403
+    assert client.get("/api/v1/workspace", headers=viewer).status_code == 200
+    listed = client.get("/api/v1/workspace/tokens", headers=brand.bearer).json()
+    assert {t["name"] for t in listed} == {"tests", "bi"} and all("token" not in t for t in listed)
+    assert (
+        client.delete(f"/api/v1/workspace/tokens/{made.json()['id']}", headers=brand.bearer).status_code
+        == 204
+    )
+    assert client.get("/api/v1/workspace", headers=viewer).status_code == 401
+    user_id = put.json()["user_id"]
+    assert client.delete(f"/api/v1/workspace/members/{user_id}", headers=brand.bearer).status_code == 204
+    audit = client.get("/api/v1/workspace/audit", headers=brand.bearer).json()
+    assert [a["action"] for a in audit] == ["member.remove", "member.set"]
+    other = make_brand(engine, "other")
+    assert (
+        client.delete(f"/api/v1/workspace/tokens/{made.json()['id']}", headers=other.bearer).status_code
+        == 404
+    )

@@ -12,6 +12,7 @@ from fastapi import Request
 
 from lifeloop.analytics import service as analytics
 from lifeloop.errors import LifeloopError
+from lifeloop.web.console.i18n import N_, translations
 from lifeloop.web.deps import analytics_path
 
 log = logging.getLogger("lifeloop.console")
@@ -47,3 +48,31 @@ def column_sum(result: dict[str, Any] | None, column: str) -> float | None:
         return None
     i = result["columns"].index(column)
     return float(sum(row[i] or 0 for row in result["data"]))
+
+
+# Metric columns and values that charts show as series or slice names, in the reader's language.
+_SERIES = {
+    "dau": N_("DAU"),
+    "wau": N_("WAU"),
+    "mau": N_("MAU"),
+    "new_users": N_("New customers"),
+    "revenue": N_("Revenue"),
+    "arpu": N_("ARPU"),
+    "arppu": N_("ARPPU"),
+    "orders": N_("Orders"),
+    "churn_rate": N_("Churn rate"),
+    "(entry)": N_("(first stage)"),
+    "line": "LINE",
+    "wecom": N_("WeCom"),
+    "wechat": N_("WeChat"),
+    "email": N_("E-mail"),
+    "sms": "SMS",
+    "webhook": "Webhook",
+    "unknown": N_("Unknown"),
+}
+
+
+def chart_labels(locale: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Names for a chart's series (``extra``: e.g. stage keys → stage names, already translated)."""
+    gettext = translations(locale).gettext
+    return {key: gettext(text) for key, text in _SERIES.items()} | (extra or {})

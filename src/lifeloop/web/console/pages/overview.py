@@ -10,7 +10,14 @@ from fastapi.responses import HTMLResponse
 from lifeloop.errors import NotFound
 from lifeloop.lifecycle.service import active_model, stage_distribution
 from lifeloop.web.console.auth import Reader
-from lifeloop.web.console.pages.data import column_sum, days_back, last_row, metric_json, today_in
+from lifeloop.web.console.pages.data import (
+    chart_labels,
+    column_sum,
+    days_back,
+    last_row,
+    metric_json,
+    today_in,
+)
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn
 from lifeloop.workspaces.service import get_workspace
@@ -36,7 +43,7 @@ def overview(request: Request, session: Reader, conn: Conn) -> HTMLResponse:
         stages = stage_distribution(conn, ws) if model else {}
     except NotFound:
         stages = {}
-    labels = stage_labels(model, session.user.locale)
+    labels = chart_labels(session.user.locale, stage_labels(model, session.user.locale))
     activity = metric_json(request, ws, "active_users", **days_back(today, 30))
     new = metric_json(request, ws, "new_users", **days_back(today, 30))
     revenue = metric_json(request, ws, "revenue", interval="week", **days_back(today, 84))
