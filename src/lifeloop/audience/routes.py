@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
 from lifeloop.audience import batch, definitions, query, service
+from lifeloop.profiles.service import resolve_profile_id
 from lifeloop.store.schema import utcnow
 from lifeloop.web.deps import AnalyticsPathDep, Conn, CurrentGrant, EngineDep, require_role
 
@@ -141,6 +142,7 @@ def install_preset(
 
 @tags_router.get("/profiles/{profile_id}")
 def profile_tags(profile_id: int, conn: Conn, grant: CurrentGrant) -> list[dict[str, Any]]:
+    resolve_profile_id(conn, grant.workspace_id, profile_id)  # 404 for a profile of another workspace
     return query.profile_tag_list(conn, grant.workspace_id, profile_id, utcnow())
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from lifeloop.errors import InvalidInput
 from lifeloop.lifecycle import service
 from lifeloop.lifecycle.definition import LifecycleModel, preset, preset_keys
+from lifeloop.profiles.service import resolve_profile_id
 from lifeloop.web.deps import Conn, CurrentGrant, EngineDep, require_role
 
 router = APIRouter(prefix="/api/v1/lifecycle", tags=["lifecycle"])
@@ -73,4 +74,5 @@ def stage_counts(conn: Conn, grant: CurrentGrant) -> dict[str, Any]:
 
 @router.get("/profiles/{profile_id}/history")
 def stage_history(conn: Conn, grant: CurrentGrant, profile_id: int) -> list[dict[str, Any]]:
+    resolve_profile_id(conn, grant.workspace_id, profile_id)  # 404 for a profile of another workspace
     return service.history(conn, grant.workspace_id, profile_id)
