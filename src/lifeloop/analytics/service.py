@@ -207,3 +207,35 @@ def _predictions(
     )
     risk = churn_risk(bgnbd, x, tx, t)
     return out, risk
+
+
+def event_names(con: duckdb.DuckDBPyConnection, workspace_id: int) -> list[str]:
+    """Every event name the workspace's synced events use, alphabetically: what a funnel step or a path's
+    anchor can be (a name not in it matches nothing, which is a typo more often than a question)."""
+    rows = con.execute(
+        "SELECT DISTINCT event FROM events WHERE workspace_id = ? AND event IS NOT NULL ORDER BY event",
+        [workspace_id],
+    ).fetchall()
+    return [str(name) for (name,) in rows]
+
+
+def value_distribution(clv: pd.Series, bins: int = 10) -> pd.DataFrame:
+    """Customers per range of predicted value (``customer_value``'s ``clv``): ``bins`` equal-width ranges
+    from 0 (or the lowest value, if negative) to the highest, columns ``low``, ``high``, ``customers``.
+    Each range holds values ≥ ``low`` and < ``high`` (the last one includes its ``high``)."""
+    if bins < 1:
+        raise InvalidInput("a value distribution needs at least one range", field="bins")
+    values = clv.to_numpy(dtype=np.float64)
+    if values.size == 0:
+        return pd.DataFrame({"low": [], "high": [], "customers": []})
+    lowest, highest = min(0.0, float(values.min())), float(values.max())
+    highest = highest if highest > lowest else lowest + 1.0  # all equal: one unit wide, not zero
+    counts, edges = np.histogram(values, bins=bins, range=(lowest, highest))
+    return pd.DataFrame({"low": edges[:-1], "high": edges[1:], "customers": counts.astype(np.int64)})
+
+
+def at_risk_customers(values: pd.DataFrame) -> pd.DataFrame:
+    """The customers ``customer_value`` flags at risk of churning, most at risk first: lowest P(alive),
+    then the most predicted value at stake."""
+    risky = values[values["at_risk"]]
+    return risky.sort_values(["p_alive", "clv"], ascending=[True, False]).reset_index(drop=True)

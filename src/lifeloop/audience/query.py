@@ -76,20 +76,30 @@ def _person(row: Any) -> dict[str, Any]:
 
 
 def preview(
-    conn: Connection, workspace_id: int, condition: str, *, now: datetime, limit: int = 20
+    conn: Connection,
+    workspace_id: int,
+    condition: str,
+    *,
+    now: datetime,
+    limit: int = 20,
+    after_id: int | None = None,
 ) -> dict[str, Any]:
-    """How many profiles match ``condition`` now and the first ``limit`` of them, by the SQL compiler."""
+    """How many profiles match ``condition`` now and the first ``limit`` of them, by the SQL compiler.
+
+    ``after_id`` pages through the matches by profile id (the console's customer search): the count is
+    still of every match, the profiles are the next ``limit`` with a larger id.
+    """
     if not isinstance(limit, int) or not 0 <= limit <= MAX_PREVIEW:
         raise InvalidInput(f"limit must be 0-{MAX_PREVIEW}", field="limit")
     query = compile_condition(parse(condition), workspace_id=workspace_id, now=now, dialect=conn.dialect.name)
     matching = query.subquery()
     count = conn.execute(select(func.count()).select_from(matching)).scalar_one()
-    first = conn.execute(
-        select(profiles.c.id, profiles.c.user_id, profiles.c.traits)
-        .where(profiles.c.workspace_id == workspace_id, profiles.c.id.in_(select(matching.c.id)))
-        .order_by(profiles.c.id)
-        .limit(limit)
+    listed = select(profiles.c.id, profiles.c.user_id, profiles.c.traits).where(
+        profiles.c.workspace_id == workspace_id, profiles.c.id.in_(select(matching.c.id))
     )
+    if after_id is not None:
+        listed = listed.where(profiles.c.id > after_id)
+    first = conn.execute(listed.order_by(profiles.c.id).limit(limit))
     return {"count": int(count), "profiles": [_person(r) for r in first]}
 
 

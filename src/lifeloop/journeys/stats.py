@@ -90,3 +90,18 @@ def _experiment(conn: Connection, scope: list[Any]) -> dict[str, Any] | None:
     if not rows:
         return None
     return versus_control({arm: (int(n), int(c), float(v)) for arm, n, c, v in rows})
+
+
+def entry_counts(conn: Connection, workspace_id: int) -> dict[str, dict[str, int]]:
+    """Per journey key: runs entered (every version) and runs inside now, in one query, for the list of
+    journeys (``journey_stats`` is per journey and reads much more)."""
+    from lifeloop.journeys.models import journeys
+
+    r, j = journey_runs.c, journeys.c
+    rows = conn.execute(
+        select(j.key, func.count(r.id), func.count(r.id).filter(r.status == "waiting"))
+        .select_from(journeys.join(journey_runs, r.journey_id == j.id))
+        .where(j.workspace_id == workspace_id, r.workspace_id == workspace_id)
+        .group_by(j.key)
+    )
+    return {key: {"entered": int(entered), "inside": int(inside)} for key, entered, inside in rows}

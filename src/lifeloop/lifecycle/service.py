@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,23 @@ def list_models(conn: Connection, workspace_id: int) -> list[dict[str, Any]]:
         .order_by(lifecycle_models.c.key, lifecycle_models.c.version)
     )
     return [dict(r._mapping) for r in rows]
+
+
+def model_version(conn: Connection, workspace_id: int, key: str, version: int) -> LifecycleModel:
+    """A stored version of a model, as it was installed: the console shows old versions and can put one
+    back (by installing its YAML again, so the history stays in order)."""
+    source = conn.execute(
+        select(lifecycle_models.c.source).where(
+            lifecycle_models.c.workspace_id == workspace_id,
+            lifecycle_models.c.key == key,
+            lifecycle_models.c.version == version,
+        )
+    ).scalar()
+    if source is None:
+        raise NotFound(f"no lifecycle model {key!r} version {version} in this workspace")
+    if source not in _parsed:
+        _parsed[source] = load_model(source)
+    return _parsed[source]
 
 
 def require_active_model(conn: Connection, workspace_id: int) -> LifecycleModel:
@@ -377,3 +396,22 @@ def history(conn: Connection, workspace_id: int, profile_id: int) -> list[dict[s
         .order_by(stage_history.c.at, stage_history.c.id)
     )
     return [dict(r._mapping) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class StagePreview:
+    """How a model would place the workspace's customers now: per stage, and those it places nowhere."""
+
+    stages: dict[str, int]
+    outside: int
+
+
+def preview_distribution(
+    conn: Connection, workspace_id: int, model: LifecycleModel, *, now: datetime | None = None
+) -> StagePreview:
+    """What ``model`` would give each stage if it were activated and recomputed now, writing nothing:
+    the batch path's own ``CASE`` query (``batch_stages``), so the preview is what a recompute places."""
+    placed = batch_stages(conn, workspace_id, model, now=now or utcnow())
+    counts = Counter(placed.values())
+    stages = {stage.key: int(counts.get(stage.key, 0)) for stage in model.stages}
+    return StagePreview(stages, len(live_profiles(conn, workspace_id)) - len(placed))

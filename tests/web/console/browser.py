@@ -21,7 +21,9 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("LIFELOOP_TEST_ARTIFACTS", "var/test-artifacts"))
 
 
-def load_history(engine: sa.Engine, brand: Brand, analytics_path: Path, customers: int = 80, days: int = 60) -> None:
+def load_history(
+    engine: sa.Engine, brand: Brand, analytics_path: Path, customers: int = 80, days: int = 60
+) -> None:
     """The demo brand's simulator, sent through ingest, placed on profiles and synced to analytics."""
     with engine.begin() as conn:
         install_preset(conn, brand.workspace_id, "line")

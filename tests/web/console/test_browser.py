@@ -22,6 +22,20 @@ pytestmark = [pytest.mark.browser, pytest.mark.parametrize("backend", ["sqlite"]
 playwright_api = pytest.importorskip("playwright.sync_api")
 LOCALES = ("zh-TW", "zh-CN", "en")
 PAGES = [href for href, _label, _permission in NAV]
+VISIBLE_TEXTS = """() => {
+  const out = [];
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walk.nextNode()) {
+    const text = walk.currentNode.textContent.trim();
+    if (text) out.push(text);
+  }
+  document.querySelectorAll("input[placeholder],[title],[aria-label]").forEach((e) => {
+    for (const a of ["placeholder", "title", "aria-label"]) {
+      if (e.getAttribute(a)) out.push(e.getAttribute(a));
+    }
+  });
+  return out;
+}"""
 
 
 @pytest.fixture
@@ -45,7 +59,9 @@ class Tab:
         self.context = browser.new_context(base_url=base_url, viewport={"width": 1360, "height": 900})
         self.page = self.context.new_page()
         self.errors: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
+        self.page.on(
+            "console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None
+        )
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         self.page.on(
             "response", lambda r: self.errors.append(f"{r.status} {r.url}") if r.status >= 500 else None
@@ -68,13 +84,8 @@ class Tab:
         return response.status if response else 0
 
     def texts(self) -> list[str]:
-        return self.page.evaluate(
-            """() => { const out = []; const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-                 while (walk.nextNode()) { const t = walk.currentNode.textContent.trim(); if (t) out.push(t); }
-                 document.querySelectorAll('input[placeholder],[title],[aria-label]').forEach(e => {
-                   for (const a of ['placeholder', 'title', 'aria-label']) if (e.getAttribute(a)) out.push(e.getAttribute(a)); });
-                 return out; }"""
-        )
+        """Every visible text node, and the placeholder, title and aria-label a reader sees."""
+        return self.page.evaluate(VISIBLE_TEXTS)
 
 
 def english_only(locale: str) -> set[str]:

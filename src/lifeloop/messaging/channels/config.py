@@ -143,6 +143,39 @@ def save_config(
     return _record(row, credentials)
 
 
+def save_config_keeping_secrets(
+    conn: Connection,
+    workspace_id: int,
+    *,
+    channel: str,
+    name: str = "default",
+    credentials: dict[str, Any],
+    settings: dict[str, Any] | None = None,
+    enabled: bool = True,
+) -> ChannelConfig:
+    """``save_config``, where credential fields not given keep their stored values.
+
+    A form never shows secrets back, so an operator changing one token (or only the settings) leaves the
+    other fields empty; those mean "unchanged", not "delete".
+    """
+    stored: dict[str, Any] = {}
+    if channel in CHANNELS and _NAME.match(name):
+        try:
+            _, stored = load_config(conn, workspace_id, channel, name=name, require_enabled=False)
+        except (NotFound, CredentialsUnreadable):  # unreadable: the admin is saving them again
+            stored = {}
+    given = {k: v for k, v in credentials.items() if v not in (None, "")}
+    return save_config(
+        conn,
+        workspace_id,
+        channel=channel,
+        name=name,
+        credentials={**stored, **given},
+        settings=settings,
+        enabled=enabled,
+    )
+
+
 def _row(conn: Connection, workspace_id: int, channel: str, name: str | None) -> Any:
     query = select(channel_configs).where(
         channel_configs.c.workspace_id == workspace_id, channel_configs.c.channel == channel

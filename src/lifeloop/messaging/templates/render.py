@@ -20,15 +20,36 @@ HTML_FIELDS = frozenset({"html"})  # fields rendered with HTML escaping of every
 
 
 class TemplateRenderError(InvalidInput):
-    """A template that cannot be rendered for this context; the message is the reason to record."""
+    """A template that cannot be rendered for this context; the message is the reason to record.
+
+    ``line`` is the line of the field's source where rendering failed (1-based), when Liquid knows it,
+    so an editor can point at it.
+    """
 
     code = "template_render_error"
 
-    def __init__(self, reason: str, *, locale: str | None = None, field: str | None = None) -> None:
+    def __init__(
+        self, reason: str, *, locale: str | None = None, field: str | None = None, line: int | None = None
+    ) -> None:
         where = f" ({locale}, {field})" if locale and field else ""
         super().__init__(f"template does not render{where}: {reason}", field=field)
         self.reason = reason
         self.locale = locale
+        self.line = line
+
+
+class TemplateSyntaxError(InvalidInput):
+    """A variant field that does not parse as Liquid, refused when the template is saved.
+
+    ``locale`` and ``source_field`` name the field, ``line`` the line of its source (1-based) where
+    Liquid stopped, when known.
+    """
+
+    def __init__(self, message: str, *, locale: str, source_field: str, line: int | None) -> None:
+        super().__init__(message, field=f"variants.{locale}.{source_field}")
+        self.locale = locale
+        self.source_field = source_field
+        self.line = line
 
 
 class _Env(Environment):
@@ -46,6 +67,15 @@ HTML_ENV = _Env(undefined=StrictDefaultUndefined, autoescape=True)
 def _reason(error: Exception) -> str:
     message = getattr(error, "message", None) or str(error)
     return str(message).splitlines()[0].strip()
+
+
+def _line(error: Exception) -> int | None:
+    """The 1-based line of the token Liquid failed on, from the error's token (None when it has none)."""
+    token = getattr(error, "token", None)
+    source, index = getattr(token, "source", None), getattr(token, "start_index", None)
+    if isinstance(source, str) and isinstance(index, int):
+        return source.count("\n", 0, index) + 1
+    return None
 
 
 def normalise_locale(locale: str) -> str:
@@ -93,9 +123,11 @@ def check_source(source: Any, *, locale: str, field: str) -> None:
         try:
             (HTML_ENV if field in HTML_FIELDS else TEXT_ENV).from_string(text)
         except LiquidError as error:
-            raise InvalidInput(
+            raise TemplateSyntaxError(
                 f"Liquid syntax error in {locale}.{field}: {_reason(error)}",
-                field=f"variants.{locale}.{field}",
+                locale=locale,
+                source_field=field,
+                line=_line(error),
             ) from None
 
 
@@ -133,7 +165,7 @@ def render_variant(variant: Mapping[str, Any], context: Mapping[str, Any], *, lo
         try:
             rendered[field] = _render_value(source, env, context)
         except LiquidError as error:
-            raise TemplateRenderError(_reason(error), locale=locale, field=field) from None
+            raise TemplateRenderError(_reason(error), locale=locale, field=field, line=_line(error)) from None
         except (TypeError, ValueError, ArithmeticError, RecursionError) as error:  # a filter on bad data
             raise TemplateRenderError(
                 f"{type(error).__name__}: {error}", locale=locale, field=field

@@ -37,6 +37,7 @@ __all__ = [
     "get_template",
     "list_templates",
     "preview",
+    "preview_draft",
     "profile_context",
     "render_template",
     "update_template",
@@ -262,3 +263,41 @@ def preview(
     template = get_template(conn, workspace_id, key)
     context, preferred = profile_context(conn, workspace_id, profile_id, event=event)
     return render_template(template, context, locale=locale or preferred)
+
+
+def preview_draft(
+    conn: Connection,
+    workspace_id: int,
+    *,
+    channel: str,
+    variants: dict[str, dict[str, Any]],
+    default_locale: str,
+    profile_id: int,
+    locale: str | None = None,
+    event: Mapping[str, Any] | None = None,
+) -> Rendered:
+    """Render variants not saved yet for a real profile, exactly as ``preview`` renders a stored one.
+
+    The console's editor previews while the operator types: the variants are checked as a save checks
+    them (a syntax error is an ``InvalidInput`` naming the field) and rendered with the same context.
+    """
+    if channel not in CHANNELS:
+        raise InvalidInput(f"channel must be one of {', '.join(CHANNELS)}", field="channel")
+    clean = _variants(variants)
+    default = normalise_locale(default_locale)
+    if default not in clean:
+        default = next(iter(clean))
+    now = utcnow()
+    draft = Template(
+        id=0,
+        workspace_id=workspace_id,
+        key="draft",
+        channel=channel,
+        default_locale=default,
+        variants=clean,
+        version=0,
+        created_at=now,
+        updated_at=now,
+    )
+    context, preferred = profile_context(conn, workspace_id, profile_id, event=event)
+    return render_template(draft, context, locale=locale or preferred)

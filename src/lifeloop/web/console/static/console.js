@@ -80,7 +80,8 @@
 
   function sankey(chart, labels) {
     function label(name) {
-      var stage = name.replace(/^(from|to):/, "");
+      // Nodes are made unique by a prefix: "from:"/"to:" (stage flows) or "<step>:" (paths).
+      var stage = name.replace(/^(from|to):/, "").replace(/^\d+:/, "");
       return labels[stage] || stage;
     }
     return {
