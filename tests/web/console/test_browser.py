@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -160,3 +161,47 @@ def _artifact(name: str) -> Path:
     path = ARTIFACTS / "screenshots" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+JOURNEY = """key: vip_thanks
+name: {zh-CN: 感谢大客户, zh-TW: 感謝大客戶, en: Thank big spenders}
+trigger: {kind: manual}
+steps:
+  - {key: mark, type: add_tag, tag: thanked}
+  - {key: done, type: exit, reason: thanked}
+"""
+
+
+def test_an_operator_builds_a_tag_rule_a_segment_and_a_journey_in_the_browser(
+    history: LiveServer, browser: Any, engine: sa.Engine, brand: Brand
+) -> None:
+    tab = Tab(browser, history.url)
+    tab.sign_in(make_user(engine, brand.workspace_id, "operator", locale="zh-TW"))
+    page = tab.page
+    tab.visit("/tags")
+    page.fill("#r-tag", "big_spender")
+    page.fill("#r-condition", 'sum("Order Completed", "revenue") >= 1000')
+    page.click("form[action='/tags/rules'] button[type=submit]")
+    page.wait_for_load_state("networkidle")
+    tab.visit("/segments/new")
+    page.fill("#condition", 'has_tag("big_spender")')
+    page.fill("#key", "big_spenders")
+    page.fill("#name", "大客戶")
+    page.click("#segment-form button[type=submit]")
+    page.wait_for_load_state("networkidle")
+    tab.visit("/journeys/new")
+    page.fill("#journey-definition", JOURNEY)
+    page.click("#journey-form button[type=submit]")
+    page.wait_for_url("**/journeys/vip_thanks")
+    page.screenshot(path=str(_artifact("operator-journey-zh-TW.png")), full_page=True)
+    assert not tab.errors, tab.errors
+
+    with httpx.Client(base_url=history.url, headers=brand.bearer) as api:
+        rules = api.get("/api/v1/tags/rules").json()
+        segment = api.get("/api/v1/segments/big_spenders").json()
+        journey = api.get("/api/v1/journeys/vip_thanks").json()
+        spenders = api.post("/api/v1/segments/preview", json={"condition": 'has_tag("big_spender")'}).json()
+    assert [rule["tag"] for rule in rules["tag_rules"]] == ["big_spender"]
+    assert segment["name"] == "大客戶" and segment["condition"] == 'has_tag("big_spender")'
+    assert journey["status"] == "draft" and [s["key"] for s in journey["draft"]["steps"]] == ["mark", "done"]
+    assert spenders["count"] > 0  # the simulated history has customers over 1,000
