@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `lifeloop demo` migrates the store itself; it prints the console login first in its guide.
 demo: $(STAMP)
-	$(BIN)/lifeloop migrate
 	$(BIN)/lifeloop demo
 
 # Makes sure PostgreSQL is running and Chromium installed, then runs every test on SQLite and PostgreSQL.

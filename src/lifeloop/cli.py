@@ -254,88 +254,37 @@ def worker(
 
     Several workers may run at once: they take turns per workspace and never claim a message twice.
     """
-    import os
     import signal
     import threading
-    import time
 
-    from lifeloop.audience import service as audience
-    from lifeloop.broadcasts.sender import send_all
-    from lifeloop.broadcasts.sender import tick as broadcast_tick
-    from lifeloop.lifecycle.service import sweep, workspaces_with_models
-    from lifeloop.messaging.delivery_worker import Adapters, run_delivery_worker
-    from lifeloop.profiles.resolver import resolve_pending
     from lifeloop.secret_key import require_for
+    from lifeloop.worker import WorkerOptions, run_once, run_worker
 
     if deliveries and not once:  # deliveries decrypt channel credentials and sign tracking links
         require_for("lifeloop worker")
     _log_to_stderr()
     engine = open_engine()
+    if once:
+        done = run_once(engine, journeys=journeys)
+        console.print(
+            f"{done.placed} events placed on profiles, {done.swept} profiles re-evaluated by time, "
+            f"{done.advanced} journey runs advanced, {done.queued} broadcast recipients queued"
+        )
+        return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    delivery: threading.Thread | None = None
-    if deliveries and not once:
-        delivery = threading.Thread(
-            target=run_delivery_worker,
-            kwargs={
-                "engine": engine,
-                "stop_event": stop,
-                "worker_id": f"worker-{os.getpid()}",
-                "lease_seconds": delivery_lease,
-                "adapters": Adapters(engine, webhook_secret=webhook_secret),
-            },
-            name="lifeloop-delivery",
-        )
-        delivery.start()
-    journey_thread: threading.Thread | None = None
-    if journeys and not once:
-        from lifeloop.journeys.worker import run_journey_worker
-
-        journey_thread = threading.Thread(
-            target=run_journey_worker, args=(engine,), kwargs={"stop_event": stop}, name="lifeloop-journeys"
-        )
-        journey_thread.start()
-    analytics: threading.Thread | None = None
-    if analytics_seconds > 0 and not once:
-        from lifeloop.analytics.refresh import run_refresh_loop
-        from lifeloop.analytics.store import default_path
-
-        analytics = threading.Thread(
-            target=run_refresh_loop,
-            args=(engine, default_path()),
-            kwargs={"stop": stop, "every": analytics_seconds},
-            name="lifeloop-analytics",
-        )
-        analytics.start()
+    options = WorkerOptions(
+        idle_seconds=idle_seconds,
+        sweep_seconds=sweep_seconds,
+        deliveries=deliveries,
+        journeys=journeys,
+        delivery_lease=delivery_lease,
+        webhook_secret=webhook_secret,
+        analytics_seconds=analytics_seconds,
+    )
     err.print("worker started; Ctrl+C stops it after the current batch")
-    next_sweep = 0.0
-    while not stop.is_set():
-        placed = resolve_pending(engine)
-        queued = send_all(engine) if once else broadcast_tick(engine)
-        swept = 0
-        if once or time.monotonic() >= next_sweep:
-            swept = sum(sweep(engine, ws) for ws in workspaces_with_models(engine))
-            swept += sum(audience.sweep(engine, ws) for ws in audience.workspaces_to_sweep(engine))
-            next_sweep = time.monotonic() + sweep_seconds
-        if once:
-            advanced = 0
-            if journeys:
-                from lifeloop.journeys.engine import run_until_idle
-                from lifeloop.journeys.scheduler import tick
-
-                tick(engine)
-                advanced = run_until_idle(engine)
-            console.print(
-                f"{placed} events placed on profiles, {swept} profiles re-evaluated by time, "
-                f"{advanced} journey runs advanced, {queued} broadcast recipients queued"
-            )
-            return
-        if not placed and not queued:
-            stop.wait(idle_seconds)
-    for thread in (delivery, journey_thread, analytics):
-        if thread is not None:
-            thread.join()
+    run_worker(engine, stop, options)
 
 
 @app.command()

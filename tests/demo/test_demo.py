@@ -199,9 +199,13 @@ def test_demo_loads_through_the_api_and_a_second_run_stores_nothing_new(demo_dat
             ).json()
             assert orders["items"] and all(e["properties"]["currency"] == "TWD" for e in orders["items"])
 
-        quiet = Console(file=io.StringIO())
+        quiet_output = io.StringIO()
+        quiet = Console(file=quiet_output, width=200)
         again = run_demo(customers=150, days=60, serve=False, port=free_port(), console=quiet)
         assert (again.accepted, again.duplicates) == (0, again.events)
+        # The same console login, its password set back to the one printed again.
+        assert first.login and again.login and (first.login.created, again.login.created) == (True, False)
+        assert f"login {again.login.email} / {again.login.password}" in quiet_output.getvalue()
         assert again.source == "demo-web-2" and again.api_token != first.api_token
         with engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(workspaces)).scalar_one() == 1

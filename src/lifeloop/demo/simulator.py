@@ -867,8 +867,16 @@ class Simulation:
         return len(self._events)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for event in self._events:
+        return self.messages()
+
+    def messages(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        """The messages from position ``start`` up to ``stop`` (all by default), rendered as consumed."""
+        for event in self._events[start:stop]:
             yield self._render(event)
+
+    def count_before(self, moment: datetime) -> int:
+        """How many messages are timestamped before ``moment``: the demo sends those before the rest."""
+        return bisect.bisect_left(self._events, moment.timestamp() * 1000, key=lambda e: e.ts)
 
     def message_id(self, event: _Event) -> str:
         return f"demo-{self.seed}-{event.customer}-{event.seq}"
