@@ -14,7 +14,7 @@ from playwright.sync_api import sync_playwright
 PAGES = [
     ("overview", "/", "zh-TW"),
     ("customers", "/customers", "zh-TW"),
-    ("segments", "/segments/new?condition=days_since(last(%22Order+Completed%22))+%3C%3D+30", "zh-TW"),
+    ("segments", "/segments/new?condition=count(%22Order+Completed%22)+%3E%3D+2", "zh-TW"),
     ("journeys", "/journeys", "zh-TW"),
     ("analytics-retention", "/analytics/retention", "zh-CN"),
     ("analytics-rfm", "/analytics/rfm", "en"),
@@ -35,8 +35,9 @@ def main(base_url: str, email: str, password: str, out: str) -> None:
         page.click("button[type=submit]")
         page.wait_for_url("**/")
         for name, path, locale in PAGES:
-            page.select_option("select[name=locale]", locale)
-            page.wait_for_load_state("networkidle")
+            if page.input_value("select[name=locale]") != locale:
+                with page.expect_navigation():
+                    page.select_option("select[name=locale]", locale)
             page.goto(path)
             page.wait_for_load_state("networkidle")
             page.wait_for_timeout(600)  # chart animations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ from lifeloop.analytics.clv import (
     customer_lifetime_value,
 )
 from lifeloop.analytics.engines import engine_for
-from lifeloop.analytics.metrics import MetricResult, build_metric
+from lifeloop.analytics.metrics import Metric, MetricResult, build_metric
 from lifeloop.analytics.metrics.base import ORDER_EVENT, events_cte, lit
 from lifeloop.analytics.rollups import Rollups, involved_days_cte, merge_ctes, read_rollups, snapshot
+from lifeloop.analytics.store import store
 from lifeloop.config import get_settings
-from lifeloop.errors import InvalidInput
+from lifeloop.errors import InvalidInput, LifeloopError
 
 
 def run_metric(path: str | Path, workspace_id: int, name: str, params: dict[str, Any]) -> MetricResult:
@@ -33,6 +35,41 @@ def run_metric(path: str | Path, workspace_id: int, name: str, params: dict[str,
     metric = build_metric(name, {**params, "workspace_id": workspace_id})
     # DuckDB unless LIFELOOP_ANALYTICS_ENGINE=spark: the same SQL, transpiled (engines/spark.py).
     return engine_for(get_settings(), path).run_metric(metric)
+
+
+def run_metrics(
+    path: str | Path, workspace_id: int, requests: Sequence[tuple[str, dict[str, Any]]]
+) -> list[MetricResult | LifeloopError | duckdb.Error]:
+    """Several metrics (a dashboard's) on one opening of the store — an opening costs 50-70 ms, more than
+    many a metric — each with its result or the error it alone raised, in the order asked."""
+    built: list[Metric | LifeloopError] = []
+    for name, params in requests:
+        if "workspace_id" in params:
+            raise InvalidInput(
+                "workspace_id is not a parameter; it comes from the API token", field="workspace_id"
+            )
+        try:
+            built.append(build_metric(name, {**params, "workspace_id": workspace_id}))
+        except LifeloopError as error:
+            built.append(error)
+    settings = get_settings()
+
+    def each(run: Callable[[Metric], MetricResult]) -> list[MetricResult | LifeloopError | duckdb.Error]:
+        answers: list[MetricResult | LifeloopError | duckdb.Error] = []
+        for metric in built:
+            if isinstance(metric, LifeloopError):
+                answers.append(metric)
+                continue
+            try:
+                answers.append(run(metric))
+            except (LifeloopError, duckdb.Error) as error:
+                answers.append(error)
+        return answers
+
+    if settings.analytics_engine != "duckdb":
+        return each(engine_for(settings, path).run_metric)
+    with store(path) as con:
+        return each(lambda metric: metric.run(con))
 
 
 def clv_summary_query(

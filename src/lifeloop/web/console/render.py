@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from babel.core import Locale
 from babel.dates import format_datetime
 from babel.numbers import format_currency, format_decimal, format_percent
 from fastapi import Request
@@ -47,6 +48,16 @@ def _json_script(value: Any) -> Markup:
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
+def _money(value: Any, currency: str, locale: Locale) -> str:
+    """Cents only where they matter: an ARPU, not a month's revenue."""
+    if value is None:
+        return "–"
+    amount = float(value)
+    if abs(amount) >= 1000:
+        return format_currency(amount, currency, locale=locale, format="¤#,##0", currency_digits=False)
+    return format_currency(amount, currency, locale=locale)
+
+
 @cache
 def environment(locale: str) -> Environment:
     env = Environment(
@@ -65,9 +76,7 @@ def environment(locale: str) -> Environment:
     env.filters["percent"] = lambda v, digits=1: (
         "–" if v is None else format_percent(float(v), format="#,##0." + "0" * digits + "%", locale=loc)
     )
-    env.filters["money"] = lambda v, currency="TWD": (
-        "–" if v is None else format_currency(float(v), currency, locale=loc)
-    )
+    env.filters["money"] = lambda v, currency="TWD": _money(v, currency, loc)
     env.filters["json_script"] = _json_script
     return env
 

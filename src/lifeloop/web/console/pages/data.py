@@ -32,6 +32,27 @@ def metric_json(request: Request, workspace_id: int, name: str, **params: Any) -
         return None
 
 
+def metrics_json(
+    request: Request, workspace_id: int, wanted: dict[str, tuple[str, dict[str, Any]]]
+) -> dict[str, dict[str, Any] | None]:
+    """Several metrics for one page, on one opening of the analytics store: each one's JSON, or None
+    where it cannot answer yet (as ``metric_json``)."""
+    names = list(wanted)
+    try:
+        answers = analytics.run_metrics(analytics_path(request), workspace_id, [wanted[n] for n in names])
+    except (LifeloopError, duckdb.Error, OSError) as error:
+        log.info("metrics %s unavailable: %s", ", ".join(names), error)
+        return dict.fromkeys(names)
+    found: dict[str, dict[str, Any] | None] = {}
+    for name, answer in zip(names, answers, strict=True):
+        if isinstance(answer, LifeloopError | duckdb.Error):
+            log.info("metric %s unavailable: %s", wanted[name][0], answer)
+            found[name] = None
+        else:
+            found[name] = answer.to_json()
+    return found
+
+
 def days_back(end: date, days: int) -> dict[str, str]:
     """``start``/``end`` parameters for the ``days`` days ending at ``end``."""
     return {"start": (end - timedelta(days=days - 1)).isoformat(), "end": end.isoformat()}

@@ -15,7 +15,7 @@ from lifeloop.web.console.pages.data import (
     column_sum,
     days_back,
     last_row,
-    metric_json,
+    metrics_json,
     today_in,
 )
 from lifeloop.web.console.render import page
@@ -44,13 +44,23 @@ def overview(request: Request, session: Reader, conn: Conn) -> HTMLResponse:
     except NotFound:
         stages = {}
     labels = chart_labels(session.user.locale, stage_labels(model, session.user.locale))
-    activity = metric_json(request, ws, "active_users", **days_back(today, 30))
-    new = metric_json(request, ws, "new_users", **days_back(today, 30))
-    revenue = metric_json(request, ws, "revenue", interval="week", **days_back(today, 84))
+    found = metrics_json(
+        request,
+        ws,
+        {
+            "activity": ("active_users", days_back(today, 30)),
+            "new": ("new_users", days_back(today, 30)),
+            "revenue": ("revenue", {"interval": "week", **days_back(today, 84)}),
+            "month": ("revenue", {"interval": "day", **days_back(today, 30)}),
+            "flows": ("stage_flows", days_back(today, 90)),
+            "retention": ("cohort_retention", {"period": "week", "periods": 8, **days_back(today, 84)}),
+            "messages": ("messages", days_back(today, 30)),
+        },
+    )
+    activity, revenue = found["activity"], found["revenue"]
     if revenue:
         revenue["chart"] = {"type": "bar", "x": "period", "series": ["revenue"]}
-    month = metric_json(request, ws, "revenue", interval="day", **days_back(today, 30))
-    month_revenue = column_sum(month, "revenue")
+    month_revenue = column_sum(found["month"], "revenue")
     active = last_row(activity)
     charts: dict[str, dict[str, Any] | None] = {
         "stages": {
@@ -60,13 +70,11 @@ def overview(request: Request, session: Reader, conn: Conn) -> HTMLResponse:
         }
         if stages
         else None,
-        "flows": metric_json(request, ws, "stage_flows", **days_back(today, 90)),
-        "retention": metric_json(
-            request, ws, "cohort_retention", period="week", periods=8, **days_back(today, 84)
-        ),
+        "flows": found["flows"],
+        "retention": found["retention"],
         "activity": activity,
         "revenue": revenue,
-        "messages": metric_json(request, ws, "messages", **days_back(today, 30)),
+        "messages": found["messages"],
     }
     return page(
         request,
@@ -75,7 +83,7 @@ def overview(request: Request, session: Reader, conn: Conn) -> HTMLResponse:
         workspace=workspace,
         model=model,
         customers=sum(stages.values()) if stages else None,
-        new_customers=column_sum(new, "new_users"),
+        new_customers=column_sum(found["new"], "new_users"),
         active=active,
         month_revenue=month_revenue,
         arpu=(month_revenue / active["mau"]) if month_revenue is not None and active.get("mau") else None,
