@@ -25,6 +25,7 @@ from lifeloop.messaging.policy import CHANNELS
 from lifeloop.messaging.templates.service import list_templates
 from lifeloop.web.console.auth import Editor, Reader, Sender
 from lifeloop.web.console.i18n import N_
+from lifeloop.web.console.pages.data import fresh
 from lifeloop.web.console.pages.lifecycle import localized
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn, EngineDep
@@ -120,12 +121,6 @@ def draft_form(
 Draft = Annotated[DraftForm, Depends(draft_form)]
 
 
-def _fresh(conn: Connection) -> Connection:
-    if conn.in_transaction():  # the request's read connection may hold a snapshot from before the write
-        conn.rollback()
-    return conn
-
-
 @router.get("/broadcasts", response_class=HTMLResponse)
 def broadcasts(request: Request, session: Reader, conn: Conn) -> HTMLResponse:
     ws = session.workspace_id
@@ -206,7 +201,7 @@ def create(request: Request, session: Editor, engine: EngineDep, conn: Conn, for
             record_action(tx, session.workspace_id, user_id=session.user.id, action="broadcast.create",
                           target=made.key)  # fmt: skip
     except LifeloopError as failure:
-        return _new_page(request, session, _fresh(conn), form, error=failure.message, status=failure.status)
+        return _new_page(request, session, fresh(conn), form, error=failure.message, status=failure.status)
     return RedirectResponse(f"/broadcasts/{made.key}", status_code=303)
 
 
@@ -274,7 +269,7 @@ def change(
             record_action(tx, session.workspace_id, user_id=session.user.id, action="broadcast.update",
                           target=key)  # fmt: skip
     except LifeloopError as failure:
-        return _broadcast_page(request, session, _fresh(conn), key, source=source, error=failure.message,
+        return _broadcast_page(request, session, fresh(conn), key, source=source, error=failure.message,
                                status=failure.status)  # fmt: skip
     return RedirectResponse(f"/broadcasts/{key}", status_code=303)
 
@@ -291,7 +286,7 @@ def schedule(request: Request, key: str, session: Sender, engine: EngineDep, con
                           target=key, detail={"send_at": send_at})  # fmt: skip
     except LifeloopError as failure:
         return _broadcast_page(
-            request, session, _fresh(conn), key, flash=failure.message, status=failure.status
+            request, session, fresh(conn), key, flash=failure.message, status=failure.status
         )
     return RedirectResponse(f"/broadcasts/{key}", status_code=303)
 
@@ -307,6 +302,6 @@ def cancel(request: Request, key: str, session: Sender, engine: EngineDep, conn:
                           target=key, detail={"messages_stopped": done["messages_stopped"]})  # fmt: skip
     except LifeloopError as failure:
         return _broadcast_page(
-            request, session, _fresh(conn), key, flash=failure.message, status=failure.status
+            request, session, fresh(conn), key, flash=failure.message, status=failure.status
         )
     return RedirectResponse(f"/broadcasts/{key}", status_code=303)

@@ -23,6 +23,7 @@ from lifeloop.messaging.channels import config as channel_config
 from lifeloop.messaging.channels.models import CHANNELS, ChannelConfig
 from lifeloop.web.console.auth import Admin, Editor, Reader, Sender
 from lifeloop.web.console.i18n import translations
+from lifeloop.web.console.pages.data import fresh
 from lifeloop.web.console.pages.templates_page import find_customer
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn, EngineDep
@@ -121,8 +122,7 @@ def _channels_page(
     test: dict[str, Any] | None = None,
     sent: Any = None,
 ) -> HTMLResponse:
-    if conn.in_transaction():  # the request's read connection may hold a snapshot from before the write
-        conn.rollback()
+    fresh(conn)
     workspace = get_workspace(conn, session.workspace_id)
     configs = channel_config.list_configs(conn, session.workspace_id)
     return page(

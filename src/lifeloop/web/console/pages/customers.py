@@ -37,6 +37,7 @@ from lifeloop.profiles import service as profiles
 from lifeloop.profiles.models import IDENTITY_KINDS
 from lifeloop.store.schema import utcnow
 from lifeloop.web.console.auth import Editor, Reader
+from lifeloop.web.console.pages.data import fresh
 from lifeloop.web.console.pages.overview import stage_labels
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn, EngineDep
@@ -50,13 +51,6 @@ MESSAGE_ROWS = 20
 # Traits the search box also matches by substring (a name typed in part, an e-mail's domain).
 TEXT_TRAITS = ("name", "first_name", "last_name", "email", "phone")
 MAX_NUMBER = 1e15  # the condition language's largest number literal
-
-
-def _fresh(conn: Connection) -> Connection:
-    """The request's read connection may hold a snapshot from before this request's write."""
-    if conn.in_transaction():
-        conn.rollback()
-    return conn
 
 
 def _quoted(text: str) -> str:
@@ -406,7 +400,7 @@ def _after_write(
     """Back to the customer page: a redirect when the write was made, the page with the error when not."""
     if failure is None:
         return RedirectResponse(f"/customers/{pid}", status_code=303)
-    profile = profiles.get_profile(_fresh(conn), session.workspace_id, pid)
+    profile = profiles.get_profile(fresh(conn), session.workspace_id, pid)
     return _customer_page(request, session, conn, profile, status=failure.status, error=failure.message)
 
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 from fastapi import Request
+from sqlalchemy import Connection
 
 from lifeloop.analytics import service as analytics
 from lifeloop.errors import LifeloopError
@@ -16,6 +17,14 @@ from lifeloop.web.console.i18n import N_, translations
 from lifeloop.web.deps import analytics_path
 
 log = logging.getLogger("lifeloop.console")
+
+
+def fresh(conn: Connection) -> Connection:
+    """The request's read connection, past any snapshot it took before this request's own write (SQLite
+    and PostgreSQL keep a transaction's snapshot): a page re-read after a write shows the write."""
+    if conn.in_transaction():
+        conn.rollback()
+    return conn
 
 
 def today_in(timezone: str) -> date:

@@ -22,6 +22,7 @@ from lifeloop.journeys.playbooks import install_playbook, list_playbooks
 from lifeloop.journeys.stats import entry_counts, journey_stats
 from lifeloop.web.console.auth import Editor, Reader
 from lifeloop.web.console.i18n import N_
+from lifeloop.web.console.pages.data import fresh
 from lifeloop.web.console.pages.lifecycle import localized
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn, EngineDep
@@ -207,12 +208,6 @@ def _around(a: Node, b: Node, label: str, x: int, lane: int) -> Edge:
 # --- pages -----------------------------------------------------------------------------------------
 
 
-def _fresh(conn: Connection) -> Connection:
-    if conn.in_transaction():  # the request's read connection may hold a snapshot from before the write
-        conn.rollback()
-    return conn
-
-
 @router.get("/journeys", response_class=HTMLResponse)
 def journeys(request: Request, session: Reader, conn: Conn) -> HTMLResponse:
     ws, locale = session.workspace_id, session.user.locale
@@ -306,7 +301,7 @@ def create(
             record_action(tx, session.workspace_id, user_id=session.user.id, action="journey.save",
                           target=journey.key)  # fmt: skip
     except LifeloopError as error:
-        return _new_page(request, session, _fresh(conn), source, error=error, status=error.status)
+        return _new_page(request, session, fresh(conn), source, error=error, status=error.status)
     return RedirectResponse(f"/journeys/{journey.key}", status_code=303)
 
 
@@ -326,7 +321,7 @@ def playbook(
             record_action(tx, session.workspace_id, user_id=session.user.id, action="journey.playbook",
                           target=journey.key, detail={"playbook": playbook, "publish": publish})  # fmt: skip
     except LifeloopError as error:
-        return _new_page(request, session, _fresh(conn), EXAMPLE, error=error, status=error.status)
+        return _new_page(request, session, fresh(conn), EXAMPLE, error=error, status=error.status)
     return RedirectResponse(f"/journeys/{journey.key}", status_code=303)
 
 
@@ -404,7 +399,7 @@ def save(
             record_action(tx, session.workspace_id, user_id=session.user.id, action="journey.save",
                           target=key)  # fmt: skip
     except (InvalidInput, Conflict) as error:
-        return _journey_page(request, session, _fresh(conn), key, draft_source=source, error=error,
+        return _journey_page(request, session, fresh(conn), key, draft_source=source, error=error,
                              status=error.status)  # fmt: skip
     return RedirectResponse(f"/journeys/{key}", status_code=303)
 
@@ -418,7 +413,7 @@ def publish(request: Request, key: str, session: Editor, engine: EngineDep, conn
             record_action(tx, session.workspace_id, user_id=session.user.id, action="journey.publish",
                           target=key, detail={"version": published.version})  # fmt: skip
     except (InvalidInput, Conflict) as error:
-        return _journey_page(request, session, _fresh(conn), key, flash=error.message, status=error.status)
+        return _journey_page(request, session, fresh(conn), key, flash=error.message, status=error.status)
     return RedirectResponse(f"/journeys/{key}", status_code=303)
 
 
@@ -433,5 +428,5 @@ def move(request: Request, key: str, move: str, session: Editor, engine: EngineD
             record_action(tx, session.workspace_id, user_id=session.user.id, action=f"journey.{move}",
                           target=key)  # fmt: skip
     except Conflict as error:
-        return _journey_page(request, session, _fresh(conn), key, flash=error.message, status=error.status)
+        return _journey_page(request, session, fresh(conn), key, flash=error.message, status=error.status)
     return RedirectResponse(f"/journeys/{key}", status_code=303)

@@ -23,6 +23,7 @@ from lifeloop.lifecycle.service import (
     stage_distribution,
 )
 from lifeloop.web.console.auth import Editor, Reader
+from lifeloop.web.console.pages.data import fresh
 from lifeloop.web.console.pages.overview import stage_labels
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn, EngineDep
@@ -37,13 +38,6 @@ def localized(names: dict[str, str], locale: str, default: str = "") -> str:
         if names.get(key):
             return names[key]
     return default
-
-
-def _fresh(conn: Connection) -> Connection:
-    """The request's connection, past any snapshot taken before this request's own write."""
-    if conn.in_transaction():
-        conn.rollback()
-    return conn
 
 
 def _described(model: LifecycleModel, locale: str) -> dict[str, Any]:
@@ -212,7 +206,7 @@ def activate(
     except LifeloopError as failure:
         preview: dict[str, Any] = {"error": failure.message, "model": None, "counts": {}, "current": {},
                                    "outside": 0}  # fmt: skip
-        return _editor(request, session, _fresh(conn), source, preview=preview, status=failure.status)
+        return _editor(request, session, fresh(conn), source, preview=preview, status=failure.status)
     return RedirectResponse("/lifecycle", status_code=303)
 
 
@@ -231,7 +225,7 @@ def install(
                           target=f"{installed['key']} v{installed['version']}",
                           detail={"preset": preset_key})  # fmt: skip
     except LifeloopError as failure:
-        return _overview(request, session, _fresh(conn), flash=failure.message, status=failure.status)
+        return _overview(request, session, fresh(conn), flash=failure.message, status=failure.status)
     return RedirectResponse("/lifecycle", status_code=303)
 
 

@@ -21,6 +21,7 @@ from lifeloop.messaging.policy import CHANNELS, ContactPolicy
 from lifeloop.messaging.service import load_policy, update_policy
 from lifeloop.web.console.auth import Admin, Reader
 from lifeloop.web.console.i18n import translations
+from lifeloop.web.console.pages.data import fresh
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn, EngineDep
 from lifeloop.workspaces.service import get_workspace
@@ -132,8 +133,7 @@ def _policy_page(
     error: LifeloopError | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    if conn.in_transaction():  # the request's read connection may hold a snapshot from before the write
-        conn.rollback()
+    fresh(conn)
     return page(
         request,
         session,

@@ -24,6 +24,7 @@ from lifeloop.lifecycle.service import active_model
 from lifeloop.store.schema import utcnow
 from lifeloop.web.console.auth import Analyst, Editor, Reader
 from lifeloop.web.console.i18n import translations
+from lifeloop.web.console.pages.data import fresh
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn, EngineDep
 from lifeloop.workspaces.service import get_workspace
@@ -31,13 +32,6 @@ from lifeloop.workspaces.service import get_workspace
 router = APIRouter(include_in_schema=False)
 
 PREVIEW_ROWS = 20
-
-
-def _fresh(conn: Connection) -> Connection:
-    """The request's read connection may hold a snapshot from before a write of this request."""
-    if conn.in_transaction():
-        conn.rollback()
-    return conn
 
 
 def _quoted(text: str) -> str:
@@ -189,14 +183,14 @@ def create(
         return _builder(
             request,
             session,
-            _fresh(conn),
+            fresh(conn),
             segment=None,
             form=form,
             status=failure.status,
             error=failure.message,
         )
     counts = _own_changes(batch.after_definition_change(engine, ws, definition), key)
-    segment = definitions.get_segment(_fresh(conn), ws, key)
+    segment = definitions.get_segment(fresh(conn), ws, key)
     flash = gettext("Segment saved: %(entered)s entered.") % {"entered": counts["entered"]}
     return _builder(request, session, conn, segment=segment, form=_form_of(segment), flash=flash)
 
@@ -231,11 +225,11 @@ def update(
                           detail={"condition": condition, "before": current["condition"]})  # fmt: skip
     except LifeloopError as failure:
         return _builder(
-            request, session, _fresh(conn), segment=current, form=form, status=failure.status,
+            request, session, fresh(conn), segment=current, form=form, status=failure.status,
             error=failure.message,
         )  # fmt: skip
     counts = _own_changes(batch.after_definition_change(engine, ws, definition), key)
-    segment = definitions.get_segment(_fresh(conn), ws, key)
+    segment = definitions.get_segment(fresh(conn), ws, key)
     flash = gettext("Segment saved: %(entered)s entered, %(exited)s exited.") % counts
     return _builder(request, session, conn, segment=segment, form=_form_of(segment), flash=flash)
 
@@ -252,7 +246,7 @@ def delete(request: Request, key: str, session: Editor, engine: EngineDep, conn:
                           detail={"condition": current["condition"]})  # fmt: skip
     except LifeloopError as failure:
         return _builder(
-            request, session, _fresh(conn), segment=current, form=_form_of(current), status=failure.status,
+            request, session, fresh(conn), segment=current, form=_form_of(current), status=failure.status,
             error=failure.message,
         )  # fmt: skip
     return RedirectResponse("/segments", status_code=303)

@@ -21,6 +21,7 @@ from lifeloop.accounts.service import (
 from lifeloop.errors import LifeloopError, NotFound
 from lifeloop.web.console.auth import Admin, Reader
 from lifeloop.web.console.i18n import translations
+from lifeloop.web.console.pages.data import fresh
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn, EngineDep
 from lifeloop.workspaces.models import ROLES
@@ -40,8 +41,7 @@ def _settings_page(
     **extra: object,
 ) -> HTMLResponse:
     admin = session.role == "admin"
-    if conn.in_transaction():  # the request's read connection may hold a snapshot from before the write
-        conn.rollback()
+    fresh(conn)
     return page(
         request,
         session,

@@ -21,6 +21,7 @@ from lifeloop.errors import LifeloopError, NotFound
 from lifeloop.store.schema import utcnow
 from lifeloop.web.console.auth import Editor, Reader
 from lifeloop.web.console.i18n import translations
+from lifeloop.web.console.pages.data import fresh
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import AnalyticsPathDep, Conn, EngineDep
 from lifeloop.workspaces.service import get_workspace
@@ -43,8 +44,7 @@ def _tags_page(
     flash: str = "",
 ) -> HTMLResponse:
     """The whole page; ``errors`` puts a message beside the form it belongs to (rule, event, preset, list)."""
-    if conn.in_transaction():  # the request's read connection may hold a snapshot from before the write
-        conn.rollback()
+    fresh(conn)
     ws = session.workspace_id
     held = query.tag_counts(conn, ws, utcnow())
     holders: dict[str, int] = {}

@@ -23,6 +23,7 @@ from lifeloop.messaging.templates.models import Template
 from lifeloop.profiles.service import find_by_identity, list_profiles, resolve_profile_id
 from lifeloop.web.console.auth import Editor, Reader
 from lifeloop.web.console.i18n import translations
+from lifeloop.web.console.pages.data import fresh
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn, EngineDep
 from lifeloop.workspaces.service import get_workspace
@@ -198,8 +199,7 @@ def _editor(
     error: bool = False,
     status: int = 200,
 ) -> HTMLResponse:
-    if conn.in_transaction():  # the request's read connection may hold a snapshot from before the write
-        conn.rollback()
+    fresh(conn)
     return page(
         request,
         session,
