@@ -56,7 +56,7 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("journey_conversion", "journey_conversion", {"journey_id": "1"}),
     ("journey_conversion-filtered", "journey_conversion", {"journey_id": "2", "stage": "engaged"}),
     ("messages", "messages", {}),
-    ("messages-failed", "messages", {"outcome": "failed", "channel": "line"}),
+    ("messages-line", "messages", {"channel": "line"}),
 ]
 
 
