@@ -151,26 +151,27 @@ def search(
 ) -> tuple[list[int], int, int | None]:
     """One page of matching profile ids (by id), how many match in all, and where the next page starts.
 
-    Matches are those of the filters whose name / e-mail / phone contains the search text (by SQL, paged)
-    and those an identity names exactly that pass the filters (a handful, checked one by one with the
-    evaluator, which agrees with SQL)."""
+    When the search text names identities exactly (an e-mail, a phone, a LINE id…), those customers that
+    pass the filters are the answer, checked one by one with the evaluator (which agrees with SQL): no
+    scan of every profile's traits, which takes seconds at a million customers. Otherwise the matches
+    are those of the filters whose name / e-mail / phone contains the text (by SQL, paged)."""
     model = lifecycle.active_model(conn, workspace_id)
     filters = wanted.filters(model)
     text = wanted.text()
+    exact = identity_matches(conn, workspace_id, wanted.q) if text else set()
+    if exact:
+        parsed_filters = parse(filters)
+        passing = sorted(
+            pid for pid in exact if evaluate(parsed_filters, StoredProfile(conn, workspace_id, pid, now=now))
+        )
+        page = [pid for pid in passing if after is None or pid > after][: PAGE_ROWS + 1]
+        return page[:PAGE_ROWS], len(passing), page[PAGE_ROWS - 1] if len(page) > PAGE_ROWS else None
     condition = f"({filters}) and {text}" if text else filters
     found = audience_query.preview(
         conn, workspace_id, condition, now=now, limit=PAGE_ROWS + 1, after_id=after
     )
     ids = {p["profile_id"] for p in found["profiles"]}
     total = int(found["count"])
-    if text:
-        parsed_filters, parsed_text = parse(filters), parse(text)
-        for pid in identity_matches(conn, workspace_id, wanted.q):
-            view = StoredProfile(conn, workspace_id, pid, now=now)
-            if evaluate(parsed_filters, view) and not evaluate(parsed_text, view):
-                total += 1  # not among the SQL matches: counted here, listed in its place by id
-                if after is None or pid > after:
-                    ids.add(pid)
     listed = sorted(ids)[: PAGE_ROWS + 1]
     more = len(listed) > PAGE_ROWS
     listed = listed[:PAGE_ROWS]
