@@ -66,3 +66,27 @@ def test_data_without_dropout_is_a_clear_error(path: Path) -> None:
 def test_no_orders_is_a_clear_error(tmp_path: Path) -> None:
     with store(tmp_path / "empty.duckdb") as con, pytest.raises(InvalidInput, match="no orders"):
         customer_value(con, 1, as_of=AS_OF)
+
+
+def test_customer_value_is_fitted_once_per_state_of_the_store(tmp_path: Path) -> None:
+    from lifeloop.analytics import service
+
+    events, last_day = shop_events(1500, seed=5)
+    path = tmp_path / "shop.duckdb"
+    with store(path) as con:
+        load_events(con, events[events["day"] < pd.Timestamp(last_day)])
+    first, params = service.cached_customer_value(path, 1, as_of=last_day, months=6)
+    key = next(reversed(service._VALUE_CACHE))
+    again, same = service.cached_customer_value(path, 1, as_of=last_day, months=6)
+    assert next(reversed(service._VALUE_CACHE)) == key  # served from the cache: no second fit
+    pd.testing.assert_frame_equal(first, again)
+    assert same == params
+    first.loc[:, "clv"] = -1.0  # a caller's change does not reach the cache
+    with store(path) as con:
+        direct, _ = customer_value(con, 1, as_of=last_day, months=6)
+        pd.testing.assert_frame_equal(
+            service.cached_customer_value(path, 1, as_of=last_day, months=6)[0], direct
+        )
+        load_events(con, events[events["day"] == pd.Timestamp(last_day)])  # a sync writes the store
+    service.cached_customer_value(path, 1, as_of=last_day, months=6)
+    assert next(reversed(service._VALUE_CACHE)) != key  # fitted again on the store as it is now

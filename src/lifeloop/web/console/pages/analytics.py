@@ -352,8 +352,9 @@ def _value_params(query: Mapping[str, str], workspace: Workspace, gettext: Gette
 
 def _customer_value(request: Request, workspace_id: int, as_of: date, months: int) -> pd.DataFrame:
     """``service.customer_value``'s per-customer table (what ``lifeloop analytics clv`` prints)."""
-    with store(analytics_path(request)) as con:
-        frame, _params = analytics.customer_value(con, workspace_id, as_of=as_of, months=months)
+    frame, _params = analytics.cached_customer_value(
+        analytics_path(request), workspace_id, as_of=as_of, months=months
+    )
     return frame
 
 
