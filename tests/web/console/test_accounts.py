@@ -60,6 +60,8 @@ def test_pages_send_strangers_to_the_login_and_back(
         follow_redirects=False,
     )  # fmt: skip
     assert signed.status_code == 303 and signed.headers["location"] == "/settings"
+    page = client.get("/settings")
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
     cookie = signed.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("samesite", "SameSite")
     client.cookies.clear()

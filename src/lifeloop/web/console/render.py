@@ -25,6 +25,15 @@ from lifeloop.web.console.i18n import LANGUAGE_NAMES, N_, babel_locale, negotiat
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 LANG_COOKIE = "lifeloop_lang"
 
+# Console pages hold customers' personal data and forms that change things: never framed by another site
+# (clickjacking), never kept in a shared cache, never leaking their URLs (with search terms) elsewhere.
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+
 # The sidebar: path, label (a msgid), the permission a role needs to see it.
 NAV: list[tuple[str, str, str]] = [
     ("/", N_("Overview"), "read"),
@@ -123,4 +132,4 @@ def page(
             **context,
         )
     )
-    return HTMLResponse(html, status_code=status)
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
