@@ -1,7 +1,7 @@
 """Analytics pages: retention, funnels, paths, RFM value layers, customer value and churn risk, revenue and
 channel ROI.
 
-Every chart is a metric's own JSON (``metric_json``, what ``/api/v1/analytics/{metric}`` answers) or the
+Every chart is a metric's own JSON (``metrics_json``, what ``/api/v1/analytics/{metric}`` answers) or the
 same domain function the API and CLI call (``rfm.layer_counts``, ``service.customer_value``). Parameters
 come from GET forms; they are validated by the metric itself first, so a bad date or step is shown inline
 with status 400 rather than as an empty chart. Every role may read; exporting a customer list needs
@@ -33,7 +33,7 @@ from lifeloop.errors import InvalidInput, LifeloopError, NotFound
 from lifeloop.profiles.service import get_profile, list_profiles
 from lifeloop.web.console.auth import Analyst, Reader
 from lifeloop.web.console.i18n import N_, babel_locale, translations
-from lifeloop.web.console.pages.data import metric_json, today_in
+from lifeloop.web.console.pages.data import metrics_json, today_in
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn, analytics_path
 from lifeloop.workspaces.models import Workspace
@@ -117,8 +117,7 @@ def _charts(
     charts: dict[str, dict[str, Any]] = {}
     if not known:
         return charts
-    for key, (metric, params) in requests.items():
-        result = metric_json(request, workspace_id, metric, **params)
+    for key, result in metrics_json(request, workspace_id, dict(requests)).items():  # one store opening
         if result and (result["data"] or result["chart"].get("links")):
             charts[key] = result
     return charts
