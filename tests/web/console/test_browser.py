@@ -76,7 +76,12 @@ class Tab:
         self.page.wait_for_url("**/")
 
     def choose_language(self, locale: str) -> None:
-        self.page.select_option("select[name=locale]", locale)
+        """The header's language switch submits its form: wait for that navigation to land, or the next
+        ``goto`` aborts it (net::ERR_ABORTED)."""
+        if self.page.input_value("select[name=locale]") == locale:
+            return
+        with self.page.expect_navigation():
+            self.page.select_option("select[name=locale]", locale)
         self.page.wait_for_load_state("load")
 
     def visit(self, path: str) -> int:
