@@ -28,12 +28,16 @@ from lifeloop.config import get_settings
 from lifeloop.errors import InvalidInput, LifeloopError
 
 
-def run_metric(path: str | Path, workspace_id: int, name: str, params: dict[str, Any]) -> MetricResult:
-    """Validate ``params`` for metric ``name`` and run it on the store at ``path``."""
+def _refuse_workspace_param(params: dict[str, Any]) -> None:
     if "workspace_id" in params:  # the workspace comes from the credential, never from the caller
         raise InvalidInput(
             "workspace_id is not a parameter; it comes from the API token", field="workspace_id"
         )
+
+
+def run_metric(path: str | Path, workspace_id: int, name: str, params: dict[str, Any]) -> MetricResult:
+    """Validate ``params`` for metric ``name`` and run it on the store at ``path``."""
+    _refuse_workspace_param(params)
     metric = build_metric(name, {**params, "workspace_id": workspace_id})
     # DuckDB unless LIFELOOP_ANALYTICS_ENGINE=spark: the same SQL, transpiled (engines/spark.py).
     return engine_for(get_settings(), path).run_metric(metric)
@@ -46,10 +50,7 @@ def run_metrics(
     many a metric — each with its result or the error it alone raised, in the order asked."""
     built: list[Metric | LifeloopError] = []
     for name, params in requests:
-        if "workspace_id" in params:
-            raise InvalidInput(
-                "workspace_id is not a parameter; it comes from the API token", field="workspace_id"
-            )
+        _refuse_workspace_param(params)  # for the whole request, as run_metric does
         try:
             built.append(build_metric(name, {**params, "workspace_id": workspace_id}))
         except LifeloopError as error:
