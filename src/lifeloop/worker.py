@@ -110,6 +110,7 @@ def tick_loop(
     """
     from lifeloop.audience import service as audience
     from lifeloop.broadcasts.sender import tick as broadcast_tick
+    from lifeloop.engagement.sweeps import sweep as engagement_sweep
     from lifeloop.lifecycle.service import sweep, workspaces_with_models
     from lifeloop.profiles.resolver import resolve_pending
 
@@ -123,6 +124,7 @@ def tick_loop(
                     sweep(engine, ws)
                 for ws in audience.workspaces_to_sweep(engine):
                     audience.sweep(engine, ws)
+                engagement_sweep(engine)
                 next_sweep = time.monotonic() + options.sweep_seconds
         except Exception:
             if not keep_going:
@@ -151,6 +153,7 @@ def run_once(engine: Engine, *, journeys: bool = True) -> OnceReport:
     message, sweep time-only changes, and advance journeys until they are idle. Nothing is delivered."""
     from lifeloop.audience import service as audience
     from lifeloop.broadcasts.sender import send_all
+    from lifeloop.engagement.sweeps import sweep as engagement_sweep
     from lifeloop.lifecycle.service import sweep, workspaces_with_models
     from lifeloop.profiles.resolver import resolve_pending
 
@@ -158,6 +161,7 @@ def run_once(engine: Engine, *, journeys: bool = True) -> OnceReport:
     queued = send_all(engine)
     swept = sum(sweep(engine, ws) for ws in workspaces_with_models(engine))
     swept += sum(audience.sweep(engine, ws) for ws in audience.workspaces_to_sweep(engine))
+    swept += engagement_sweep(engine)
     advanced = 0
     if journeys:
         from lifeloop.journeys.engine import run_until_idle

@@ -21,6 +21,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine
 
 from lifeloop.audience import service as audience
+from lifeloop.engagement import reactions as engagement
 from lifeloop.events import store as event_store
 from lifeloop.events.messages import message_from_row
 from lifeloop.journeys import engine as journeys
@@ -60,8 +61,8 @@ def resolve_batch(
     )
     lifecycle.assign_stages(conn, workspace_id, sorted(set(placed.values())), now=now, reason="event")
     audience.refresh(conn, workspace_id, rows, placed, now=now)
-    occurrences = [
-        journeys.Occurrence(
+    events = [
+        engagement.PlacedEvent(
             placed[r.id],
             computed.event_name(r.type, r.event),
             dict(r.properties or {}),
@@ -69,6 +70,10 @@ def resolve_batch(
             r.message_id,
         )
         for r in rows
+    ]
+    engagement.react(conn, workspace_id, events, now=now)
+    occurrences = [
+        journeys.Occurrence(e.profile_id, e.name, e.properties, e.timestamp, e.message_id) for e in events
     ]
     journeys.react(conn, workspace_id, occurrences, now=now)
     return len(rows)

@@ -73,6 +73,11 @@ DOMAIN_MODELS = (
     "lifeloop.journeys.models",
     "lifeloop.broadcasts.models",
     "lifeloop.accounts.models",
+    "lifeloop.engagement.coupons.models",
+    "lifeloop.engagement.points.models",
+    "lifeloop.engagement.tiers.models",
+    "lifeloop.engagement.referrals.models",
+    "lifeloop.engagement.advisors.models",
     "lifeloop.store.state_log",
     "lifeloop.store.identity",
 )

@@ -1,0 +1,1 @@
+"""Advisors (导购): assignments of customers, follow-up tasks, notifications."""

@@ -1,0 +1,3 @@
+"""Tables of advisors."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Coupons: templates, issued coupons, redemptions."""

@@ -1,0 +1,3 @@
+"""Tables of coupons."""
+
+from __future__ import annotations

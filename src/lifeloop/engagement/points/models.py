@@ -1,0 +1,3 @@
+"""Tables of points."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Referrals: invite codes, attribution, rewards for both sides, fraud guards."""

@@ -1,0 +1,3 @@
+"""Tables of referrals."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Member tiers over a rolling window, benefits, reviews, member days."""

@@ -1,0 +1,3 @@
+"""Tables of tiers."""
+
+from __future__ import annotations
