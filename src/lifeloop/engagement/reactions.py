@@ -40,8 +40,16 @@ Reaction = Callable[[Connection, int, Sequence[PlacedEvent], datetime], None]
 
 
 def _reactions() -> list[Reaction]:
-    """Each part of the programme that reacts to events, in the order they react."""
-    return []
+    """Each part of the programme that reacts to events, in the order they react: an order redeems its
+    coupon before it earns points, points count before tiers are looked at, referrals see the first
+    purchase, and advisors' task rules see everything before them."""
+    from lifeloop.engagement.advisors import hooks as advisors
+    from lifeloop.engagement.coupons import hooks as coupons
+    from lifeloop.engagement.points import hooks as points
+    from lifeloop.engagement.referrals import hooks as referrals
+    from lifeloop.engagement.tiers import hooks as tiers
+
+    return [coupons.react, points.react, tiers.react, referrals.react, advisors.react]
 
 
 def react(conn: Connection, workspace_id: int, events: Sequence[PlacedEvent], *, now: datetime) -> None:

@@ -15,8 +15,14 @@ Sweep = Callable[[Engine, datetime], int]
 
 
 def _sweeps() -> list[Sweep]:
-    """Each part of the programme's sweep, in the order they run."""
-    return []
+    """Each part of the programme's sweep, in the order they run (expiry before tier reviews)."""
+    from lifeloop.engagement.advisors import hooks as advisors
+    from lifeloop.engagement.coupons import hooks as coupons
+    from lifeloop.engagement.points import hooks as points
+    from lifeloop.engagement.referrals import hooks as referrals
+    from lifeloop.engagement.tiers import hooks as tiers
+
+    return [coupons.sweep, points.sweep, tiers.sweep, referrals.sweep, advisors.sweep]
 
 
 def sweep(engine: Engine, now: datetime | None = None) -> int:
