@@ -16,6 +16,7 @@ from lifeloop.audience.cli import segments_app, tags_app
 from lifeloop.broadcasts.cli import broadcasts_app
 from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
 from lifeloop.config import get_settings
+from lifeloop.engagement.coupons.cli import coupons_app
 from lifeloop.errors import LifeloopError
 from lifeloop.journeys.cli import journeys_app
 from lifeloop.lifecycle.cli import lifecycle_app, recompute
@@ -38,6 +39,7 @@ app.add_typer(tags_app, name="tags")
 app.add_typer(segments_app, name="segments")
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(broadcasts_app, name="broadcasts")
+app.add_typer(coupons_app, name="coupons")
 app.add_typer(user_app, name="user")
 app.command("recompute")(recompute)
 

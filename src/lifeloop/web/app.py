@@ -14,6 +14,7 @@ from lifeloop.analytics.routes import router as analytics_router
 from lifeloop.audience.routes import router as audience_router
 from lifeloop.broadcasts.routes import router as broadcasts_router
 from lifeloop.config import Settings, get_settings
+from lifeloop.engagement.coupons.routes import router as coupons_router
 from lifeloop.events.routes import router as ingest_router
 from lifeloop.journeys.routes import profile_router as profile_journeys_router
 from lifeloop.journeys.routes import router as journeys_router
@@ -79,5 +80,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(profile_journeys_router)
     app.include_router(broadcasts_router)
     app.include_router(accounts_router)
+    app.include_router(coupons_router)
     install_console(app)  # after the API: its error handlers wrap the API's
     return app
