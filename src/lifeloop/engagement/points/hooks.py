@@ -1,20 +1,141 @@
-"""How this part of the programme reacts to placed events and what it does over time (see
-``engagement.reactions`` and ``engagement.sweeps``)."""
+"""How points react to placed events (earn rules, check-in requests, new-user tasks) and what they do
+over time (expire due lots). See ``engagement.reactions`` and ``engagement.sweeps``.
+
+Every reaction's key comes from the event's ``message_id``, so an event placed again (or a retried
+transaction) earns once. The programme's own events (``Points …``, ``Checked In``) are never earn
+triggers, whatever the rules say.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 
+from lifeloop.engagement.points import checkin, ledger, tasks
+from lifeloop.engagement.points.models import points_lots
+from lifeloop.engagement.points.settings import PointsSettings, get_settings
 from lifeloop.engagement.reactions import PlacedEvent
+
+log = logging.getLogger(__name__)
+
+OWN_EVENTS = frozenset({*ledger.EVENT_NAMES.values(), checkin.CHECKED_IN})
+LATE_CHECKIN = timedelta(hours=1)  # a check-in request this late still counts for its own day
+SWEEP_BATCH = 500  # accounts per query of the expiry sweep; each account expires in its own transaction
+
+
+def event_key(kind: str, message_id: str) -> str:
+    """A ledger key for what an event earned: readable, and short enough for any message id."""
+    if len(message_id) > 200:
+        message_id = hashlib.sha256(message_id.encode()).hexdigest()
+    return f"{kind}:{message_id}"
+
+
+def order_points(rate: float, properties: dict[str, Any]) -> int:
+    """floor(rate × the order's ``revenue``, else its ``total``); 0 for an order without an amount."""
+    amount = properties.get("revenue", properties.get("total"))
+    if isinstance(amount, bool) or not isinstance(amount, int | float | str):
+        return 0
+    try:
+        value = Decimal(str(rate)) * Decimal(str(amount))
+    except InvalidOperation:
+        return 0
+    if not value.is_finite() or value <= 0:
+        return 0
+    return min(int(value.to_integral_value(rounding=ROUND_FLOOR)), ledger.MAX_POINTS)
+
+
+def _react_one(
+    conn: Connection, workspace_id: int, event: PlacedEvent, settings: PointsSettings, now: datetime
+) -> None:
+    rules, pid, name = settings.rules, event.profile_id, event.name
+    if name == rules["order"]["event"]:
+        points = order_points(rules["order"]["rate"], event.properties)
+        if points:
+            order = event.properties.get("order_id")
+            reason = f"order {order}" if order else "order completed"
+            ledger.award_points(
+                conn,
+                workspace_id,
+                pid,
+                points,
+                key=event_key("order", event.message_id),
+                reason=reason[:200],
+                now=now,
+            )
+    if name == rules["review"]["event"] and rules["review"]["points"]:
+        ledger.award_points(
+            conn,
+            workspace_id,
+            pid,
+            int(rules["review"]["points"]),
+            key=event_key("review", event.message_id),
+            reason="product reviewed",
+            now=now,
+        )
+    if (
+        name == settings.checkin["event"]
+        and settings.checkin["enabled"]
+        and now - event.timestamp <= LATE_CHECKIN
+    ):
+        day = checkin.local_day(conn, workspace_id, min(event.timestamp, now))
+        checkin.check_in(conn, workspace_id, pid, now=now, day=day)
+    for task in tasks.tasks_done_by(name):
+        tasks.complete_task(
+            conn,
+            workspace_id,
+            pid,
+            task,
+            message_id=event.message_id,
+            at=min(event.timestamp, now),
+            now=now,
+            settings=settings,
+        )
 
 
 def react(conn: Connection, workspace_id: int, events: Sequence[PlacedEvent], now: datetime) -> None:
-    """React to events just placed on their profiles, in their transaction."""
+    """Earn by the workspace's rules, check in on request, and pay new-user tasks, in the transaction
+    that placed the events. Customers are taken in id order, the order every path locks accounts in."""
+    relevant = [e for e in events if e.name not in OWN_EVENTS]
+    if not relevant:
+        return
+    settings = get_settings(conn, workspace_id)
+    triggers = {
+        settings.rules["order"]["event"],
+        settings.rules["review"]["event"],
+        settings.checkin["event"],
+    }
+    triggers |= {name for task, name in tasks.TASK_EVENTS.items() if settings.tasks["rewards"].get(task)}
+    for event in sorted(
+        (e for e in relevant if e.name in triggers), key=lambda e: (e.profile_id, e.timestamp)
+    ):
+        _react_one(conn, workspace_id, event, settings, now)
 
 
 def sweep(engine: Engine, now: datetime) -> int:
-    """Do what is due at ``now``; how many things changed."""
-    return 0
+    """Expire every lot due at ``now``, one customer per transaction; how many lots expired."""
+    expired = 0
+    while True:
+        with engine.connect() as conn:
+            due = conn.execute(
+                select(points_lots.c.workspace_id, points_lots.c.profile_id)
+                .where(points_lots.c.remaining > 0, points_lots.c.expires_at <= now)
+                .group_by(points_lots.c.workspace_id, points_lots.c.profile_id)
+                .order_by(points_lots.c.workspace_id, points_lots.c.profile_id)
+                .limit(SWEEP_BATCH)
+                .execution_options(cross_workspace=True)
+            ).all()
+        if not due:
+            return expired
+        this_batch = 0
+        for workspace_id, profile_id in due:
+            with engine.begin() as conn:
+                this_batch += ledger.expire_due(conn, workspace_id, profile_id, now=now)
+        expired += this_batch
+        if len(due) < SWEEP_BATCH or this_batch == 0:
+            return expired
