@@ -17,6 +17,8 @@ from lifeloop.broadcasts.cli import broadcasts_app
 from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
 from lifeloop.config import get_settings
 from lifeloop.engagement.coupons.cli import coupons_app
+from lifeloop.engagement.referrals.cli import referrals_app
+from lifeloop.engagement.tiers.cli import tiers_app
 from lifeloop.errors import LifeloopError
 from lifeloop.journeys.cli import journeys_app
 from lifeloop.lifecycle.cli import lifecycle_app, recompute
@@ -40,6 +42,8 @@ app.add_typer(segments_app, name="segments")
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(broadcasts_app, name="broadcasts")
 app.add_typer(coupons_app, name="coupons")
+app.add_typer(tiers_app, name="tiers")
+app.add_typer(referrals_app, name="referrals")
 app.add_typer(user_app, name="user")
 app.command("recompute")(recompute)
 

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         default=False,
         description="Refuse any statement on a workspace-scoped table that does not filter by workspace.",
     )
+    public_url: str | None = Field(
+        default=None,
+        description="Where customers' browsers reach this deployment, for links it hands out (/r/{code}).",
+    )
     log_level: str = "info"
     resolve_in_server: bool = Field(
         default=True,

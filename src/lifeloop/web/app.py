@@ -15,6 +15,8 @@ from lifeloop.audience.routes import router as audience_router
 from lifeloop.broadcasts.routes import router as broadcasts_router
 from lifeloop.config import Settings, get_settings
 from lifeloop.engagement.coupons.routes import router as coupons_router
+from lifeloop.engagement.referrals import routes as referrals_routes
+from lifeloop.engagement.tiers.routes import router as tiers_router
 from lifeloop.events.routes import router as ingest_router
 from lifeloop.journeys.routes import profile_router as profile_journeys_router
 from lifeloop.journeys.routes import router as journeys_router
@@ -81,5 +83,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(broadcasts_router)
     app.include_router(accounts_router)
     app.include_router(coupons_router)
+    app.include_router(tiers_router)
+    app.include_router(referrals_routes.router)
+    app.include_router(referrals_routes.links_router)
     install_console(app)  # after the API: its error handlers wrap the API's
     return app
