@@ -16,6 +16,7 @@ from lifeloop.audience.cli import segments_app, tags_app
 from lifeloop.broadcasts.cli import broadcasts_app
 from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
 from lifeloop.config import get_settings
+from lifeloop.engagement.advisors.cli import advisors_app
 from lifeloop.engagement.coupons.cli import coupons_app
 from lifeloop.engagement.referrals.cli import referrals_app
 from lifeloop.engagement.tiers.cli import tiers_app
@@ -44,6 +45,7 @@ app.add_typer(broadcasts_app, name="broadcasts")
 app.add_typer(coupons_app, name="coupons")
 app.add_typer(tiers_app, name="tiers")
 app.add_typer(referrals_app, name="referrals")
+app.add_typer(advisors_app, name="advisors")
 app.add_typer(user_app, name="user")
 app.command("recompute")(recompute)
 

@@ -1,4 +1,5 @@
-"""A fake WeCom API (gettoken, send_welcome_msg, add_msg_template) and WeCom's callback sender.
+"""A fake WeCom API (gettoken, send_welcome_msg, add_msg_template, message/send) and WeCom's callback
+sender.
 
 The callback side encrypts with its own, independent implementation of Tencent's scheme, so the
 adapter's crypto is tested against a second implementation, not against itself.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import secrets
 import struct
@@ -33,11 +35,18 @@ class FakeWeCom(FakeProvider):
         self.advisors = {"zhangsan"}
         self.contacts: dict[str, set[str]] = {"zhangsan": set()}  # advisor → external_userids
         self.welcome_codes: dict[str, str] = {}  # welcome_code → external_userid, single use
+        # Self-built apps (application messages): secret → agentid; the members who can receive them.
+        self.agent_secrets: dict[str, int] = {}
+        self.token_agents: dict[str, int] = {}  # access_token → the agentid it was fetched for
+        self.members: set[str] = set()
+        self.app_messages: list[dict[str, Any]] = []  # what members received (duplicates dropped)
+        self._sent_app_requests: dict[str, float] = {}  # request JSON → when, for the duplicate check
         self.app = Starlette(
             routes=[
                 Route("/cgi-bin/gettoken", self.gettoken, methods=["GET"]),
                 Route("/cgi-bin/externalcontact/send_welcome_msg", self.welcome, methods=["POST"]),
                 Route("/cgi-bin/externalcontact/add_msg_template", self.template, methods=["POST"]),
+                Route("/cgi-bin/message/send", self.message_send, methods=["POST"]),
             ]
         )
 
@@ -56,11 +65,14 @@ class FakeWeCom(FakeProvider):
         q = request.query_params
         if q.get("corpid") != self.corp_id:
             return JSONResponse({"errcode": 40013, "errmsg": "invalid corpid"})
-        if q.get("corpsecret") != self.secret:
+        agent = self.agent_secrets.get(q.get("corpsecret", ""))
+        if q.get("corpsecret") != self.secret and agent is None:
             return JSONResponse({"errcode": 40001, "errmsg": "invalid secret"})
         self.token_fetches += 1
         token = uuid.uuid4().hex
         self.tokens[token] = time.monotonic() + 7200
+        if agent is not None:
+            self.token_agents[token] = agent
         return JSONResponse({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200})
 
     def _auth(self, request: Request) -> Response | None:
@@ -94,6 +106,45 @@ class FakeWeCom(FakeProvider):
         known = self.contacts.get(payload["sender"], set())
         fail = [e for e in payload["external_userid"] if e not in known]
         return JSONResponse({"errcode": 0, "errmsg": "ok", "fail_list": fail, "msgid": uuid.uuid4().hex})
+
+    def add_app(self, agent_id: int, secret: str, members: set[str]) -> None:
+        """A self-built app whose Secret fetches tokens for application messages to ``members``."""
+        self.agent_secrets[secret] = agent_id
+        self.members |= members
+
+    async def message_send(self, request: Request) -> Response:
+        """Application message to members (touser "a|b"), with WeCom's duplicate check: the same request
+        JSON again within ``duplicate_check_interval`` is accepted and not delivered again."""
+        payload = await self.record(request)
+        if (error := self._auth(request)) is not None:
+            return error
+        if not isinstance(payload, dict):
+            return JSONResponse({"errcode": 44004, "errmsg": "empty content"})
+        token = request.query_params.get("access_token", "")
+        if self.token_agents.get(token) != payload.get("agentid"):
+            return JSONResponse(
+                {"errcode": 301002, "errmsg": "not allow operate another agent with this accesstoken"}
+            )
+        kind = payload.get("msgtype")
+        if kind not in ("text", "textcard") or not isinstance(payload.get(kind), dict):
+            return JSONResponse({"errcode": 40008, "errmsg": "invalid message type"})
+        users = [u for u in str(payload.get("touser") or "").split("|") if u]
+        valid = [u for u in users if u in self.members]
+        if not valid:
+            return JSONResponse({"errcode": 81013, "errmsg": "user & party & tag all invalid"})
+        invalid = "|".join(u.lower() for u in users if u not in self.members)
+        body = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+        now = time.monotonic()
+        window = float(payload.get("duplicate_check_interval") or 1800)
+        with self.lock:
+            first = self._sent_app_requests.get(body)
+            duplicate = (
+                payload.get("enable_duplicate_check") == 1 and first is not None and now - first < window
+            )
+            if not duplicate:
+                self._sent_app_requests[body] = now
+                self.app_messages += [{"touser": u, **payload} for u in valid]
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "invaliduser": invalid, "msgid": uuid.uuid4().hex})
 
 
 class WeComCallbackSender:

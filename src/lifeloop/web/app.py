@@ -14,6 +14,7 @@ from lifeloop.analytics.routes import router as analytics_router
 from lifeloop.audience.routes import router as audience_router
 from lifeloop.broadcasts.routes import router as broadcasts_router
 from lifeloop.config import Settings, get_settings
+from lifeloop.engagement.advisors.routes import router as advisors_router
 from lifeloop.engagement.coupons.routes import router as coupons_router
 from lifeloop.engagement.referrals import routes as referrals_routes
 from lifeloop.engagement.tiers.routes import router as tiers_router
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(broadcasts_router)
     app.include_router(accounts_router)
     app.include_router(coupons_router)
+    app.include_router(advisors_router)
     app.include_router(tiers_router)
     app.include_router(referrals_routes.router)
     app.include_router(referrals_routes.links_router)
