@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from lifeloop.engagement.tiers import hooks
 from lifeloop.engagement.tiers.models import member_days, tier_changes
 from lifeloop.engagement.tiers.service import set_program, tier_of
+from tests.cli_helpers import run_cli
 from tests.conftest import Brand, snapshot
 from tests.engagement.tiers_world import NOW, Shop
 
@@ -239,3 +240,38 @@ def test_a_wrong_programme_is_refused_with_its_reason_and_changes_nothing(
     assert snapshot(engine) == before
     assert client.get("/api/v1/tiers/program", headers=brand.bearer).json()["tiers"][1]["min_spend"] == "1000"
     assert tier(world, ann) == "member"
+
+
+def test_the_cli_sets_the_ladder_shows_a_tier_and_explains_refusals(
+    client: TestClient, engine: sa.Engine, brand: Brand, settings: Any, tmp_path: Any
+) -> None:
+    import json
+
+    world = shop(client, engine, brand)
+    world.identify("ann")
+    world.order("ann", 1200)
+    url = settings.database_url
+    shown = run_cli(["tiers", "show", "ann", "-w", "acme"], url)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["tier"] == "silver"
+    assert json.loads(run_cli(["tiers", "history", "ann", "-w", "acme"], url).stdout)[0]["to"] == "silver"
+
+    before = snapshot(engine)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("tiers:\n  - {key: member}\n  - {key: gold, name: 金卡}\n", encoding="utf-8")
+    refused = run_cli(["tiers", "program", "set", str(wrong), "-w", "acme"], url)
+    assert (
+        refused.exit_code == 1
+        and "every tier above the first needs min_spend or min_points" in refused.output
+    )
+    missing = run_cli(["tiers", "show", "nobody", "-w", "acme"], url)
+    assert missing.exit_code == 1 and "no profile with user_id 'nobody'" in missing.output
+    assert snapshot(engine) == before
+
+    right = tmp_path / "ladder.yaml"
+    right.write_text(
+        "tiers:\n  - {key: member, name: 一般會員}\n  - {key: gold, name: 金卡, min_spend: 100}\n",
+        encoding="utf-8",
+    )
+    saved = run_cli(["tiers", "program", "set", str(right), "-w", "acme"], url)
+    assert saved.exit_code == 0 and "一般會員 < 金卡" in saved.output, saved.output
