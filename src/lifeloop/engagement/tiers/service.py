@@ -169,8 +169,10 @@ def _require_profile(conn: Connection, workspace_id: int, profile_id: int) -> No
 
 def status(conn: Connection, workspace_id: int, profile_id: int, *, now: datetime) -> dict[str, Any]:
     """A customer's tier, since when, the figures of the window and what the next tier still asks."""
-    program = require_program(conn, workspace_id)
     _require_profile(conn, workspace_id, profile_id)
+    program = get_program(conn, workspace_id)
+    if program is None:  # no ladder: nobody holds a tier
+        return {"profile_id": profile_id, "tier": None, "name": None, "benefits": [], "since": None}
     row = conn.execute(
         select(tier_members).where(
             tier_members.c.workspace_id == workspace_id, tier_members.c.profile_id == profile_id
