@@ -19,12 +19,11 @@ from sqlalchemy import Connection, Engine, select
 
 from lifeloop.engagement.points import checkin, ledger, tasks
 from lifeloop.engagement.points.models import points_lots
-from lifeloop.engagement.points.settings import PointsSettings, get_settings
+from lifeloop.engagement.points.settings import OWN_EVENTS, PointsSettings, get_settings
 from lifeloop.engagement.reactions import PlacedEvent
 
 log = logging.getLogger(__name__)
 
-OWN_EVENTS = frozenset({*ledger.EVENT_NAMES.values(), checkin.CHECKED_IN})
 LATE_CHECKIN = timedelta(hours=1)  # a check-in request this late still counts for its own day
 SWEEP_BATCH = 500  # accounts per query of the expiry sweep; each account expires in its own transaction
 

@@ -47,6 +47,7 @@ TASK_EVENTS = {  # the event that does each task (complete_profile: an identify,
 }
 DEFAULTS = {"rules": DEFAULT_RULES, "checkin": DEFAULT_CHECKIN, "tasks": DEFAULT_TASKS}
 VALIDITY_KINDS = ("never", "days", "year_end")
+OWN_EVENTS = frozenset({"Points Earned", "Points Spent", "Points Expired", "Checked In"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,8 @@ def _whole(value: Any, field: str, *, minimum: int = 0) -> int:
 def _event_name(value: Any, field: str) -> None:
     if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise InvalidInput(f"{field} must be an event name", field=field)
+    if value in OWN_EVENTS:  # earning on the events points record would feed on itself
+        raise InvalidInput(f"{field} cannot be {value}, an event lifeloop records itself", field=field)
 
 
 def _check_rules(rules: dict[str, Any]) -> None:
