@@ -315,3 +315,59 @@ def test_two_concurrent_first_purchases_of_one_referee_reward_once(
     assert sorted(s is None for s in settled) == [False, True]
     assert referral_rows(world) == [(bob, ann, "completed", None)]
     assert rewards(world, ann) == (200, ["thanks"]) and rewards(world, bob) == (100, ["new-friend"])
+
+
+def test_a_referrer_reward_without_points_pays_the_points_programmes_referral_rule(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
+    from lifeloop.engagement.points.settings import get_settings
+
+    world = shop(
+        client, engine, brand, referrer_reward={"coupon": "thanks"}, referee_reward={"coupon": "new-friend"}
+    )
+    ann = world.identify("ann")
+    bob = world.identify("bob", {"referral_code": code_of(world, ann)})
+    world.order("bob", 10)
+    with engine.connect() as conn:
+        rule = get_settings(conn, world.ws).rules["referral"]["points"]
+    assert rule > 0
+    assert rewards(world, ann) == (rule, ["thanks"])
+    assert rewards(world, bob) == (0, ["new-friend"])
+
+
+def test_two_first_orders_ingested_and_resolved_at_once_reward_once(
+    client: TestClient, engine: sa.Engine, brand: Brand, backend: str
+) -> None:
+    from lifeloop.events.messages import parse_message
+    from lifeloop.events.service import ingest
+    from lifeloop.profiles.resolver import resolve_pending
+    from lifeloop.store.schema import utcnow
+    from lifeloop.workspaces.models import SourceKey
+
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer: resolvers cannot overlap")
+    world = shop(client, engine, brand)
+    ann = world.identify("ann")
+    bob = world.identify("bob", {"referral_code": code_of(world, ann)})
+    source = SourceKey(workspace_id=world.ws, source_id=brand.source_id)
+    start = threading.Barrier(2)
+
+    def order_and_resolve(n: int) -> None:
+        message = {
+            "type": "track",
+            "userId": "bob",
+            "event": "Order Completed",
+            "properties": {"revenue": 10},
+        }
+        ingest(engine, source, [parse_message({**message, "messageId": f"o-{n}"}, received_at=utcnow())])
+        start.wait()
+        resolve_pending(engine, world.ws, now=NOW)
+
+    threads = [threading.Thread(target=order_and_resolve, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert referral_rows(world) == [(bob, ann, "completed", None)]
+    assert rewards(world, ann) == (200, ["thanks"]) and rewards(world, bob) == (100, ["new-friend"])
+    assert len(world.recorded("Referral Completed")) == 2

@@ -20,7 +20,7 @@ TEMPLATE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 @dataclass(frozen=True, slots=True)
 class Reward:
-    points: int = 0
+    points: int | None = None  # None: the referrer gets the points programme's referral rule; a referee 0
     coupon: str | None = None
     on: str = "first_purchase"  # join | first_purchase
 
@@ -57,8 +57,10 @@ def _reward(raw: Any, field_name: str, *, may_join: bool) -> Reward:
         return Reward()
     if not isinstance(raw, dict) or set(raw) - {"points", "coupon", "on"}:
         raise InvalidInput(f"{field_name} must be a mapping of points, coupon and on", field=field_name)
-    points = raw.get("points", 0)
-    if isinstance(points, bool) or not isinstance(points, int) or not 0 <= points <= 10**9:
+    points = raw.get("points")
+    if points is not None and (
+        isinstance(points, bool) or not isinstance(points, int) or not 0 <= points <= 10**9
+    ):
         raise InvalidInput(
             f"{field_name}.points must be a whole number of at least 0", field=f"{field_name}.points"
         )

@@ -269,18 +269,29 @@ def as_dict(row: Any) -> dict[str, Any]:
 
 
 def _reward(
-    conn: Connection, workspace_id: int, profile_id: int, reward: Reward, *, key: str, now: datetime
+    conn: Connection,
+    workspace_id: int,
+    profile_id: int,
+    reward: Reward,
+    *,
+    referral_id: int,
+    side: str,
+    now: datetime,
 ) -> dict[str, Any]:
     """Give one side its reward once per key: points, and a coupon in a savepoint (a template gone or
     used up is logged and skipped rather than refusing the purchase that earned it)."""
+    key = f"referral:{referral_id}:{side}"
     given: dict[str, Any] = {"points": 0, "coupon": None}
-    if reward.points:
+    points = reward.points
+    if points is None and side == "referrer":
+        from lifeloop.engagement.points.settings import get_settings
+
+        points = int(get_settings(conn, workspace_id).rules["referral"]["points"])
+    if points:
         from lifeloop.engagement.points.ledger import award_points
 
-        award_points(
-            conn, workspace_id, profile_id, reward.points, key=f"{key}:points", reason="referral", now=now
-        )
-        given["points"] = reward.points
+        award_points(conn, workspace_id, profile_id, points, key=f"{key}:points", reason="referral", now=now)
+        given["points"] = points
     if reward.coupon:
         from lifeloop.engagement.coupons.service import issue_coupon
 
@@ -382,7 +393,8 @@ def attribute(
                 workspace_id,
                 referee_id,
                 program.referee_reward,
-                key=f"referral:{referral_id}:referee",
+                referral_id=referral_id,
+                side="referee",
                 now=now,
             )
     return as_dict(_referral(conn, workspace_id, referee))
@@ -451,7 +463,8 @@ def complete_first_purchase(
             workspace_id,
             referrer_id,
             program.referrer_reward,
-            key=f"referral:{row.id}:referrer",
+            referral_id=row.id,
+            side="referrer",
             now=now,
         )
         referee_given: dict[str, Any] = {"points": 0, "coupon": None}
@@ -461,7 +474,8 @@ def complete_first_purchase(
                 workspace_id,
                 referee_id,
                 program.referee_reward,
-                key=f"referral:{row.id}:referee",
+                referral_id=row.id,
+                side="referee",
                 now=now,
             )
         record_event(
