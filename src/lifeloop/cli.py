@@ -18,6 +18,7 @@ from lifeloop.cli_support import console, err, explains_errors, fail, open_engin
 from lifeloop.config import get_settings
 from lifeloop.engagement.advisors.cli import advisors_app
 from lifeloop.engagement.coupons.cli import coupons_app
+from lifeloop.engagement.points.cli import checkin_app, points_app
 from lifeloop.engagement.referrals.cli import referrals_app
 from lifeloop.engagement.tiers.cli import tiers_app
 from lifeloop.errors import LifeloopError
@@ -43,6 +44,8 @@ app.add_typer(segments_app, name="segments")
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(broadcasts_app, name="broadcasts")
 app.add_typer(coupons_app, name="coupons")
+app.add_typer(points_app, name="points")
+app.add_typer(checkin_app, name="checkin")
 app.add_typer(tiers_app, name="tiers")
 app.add_typer(referrals_app, name="referrals")
 app.add_typer(advisors_app, name="advisors")

@@ -16,6 +16,7 @@ from lifeloop.broadcasts.routes import router as broadcasts_router
 from lifeloop.config import Settings, get_settings
 from lifeloop.engagement.advisors.routes import router as advisors_router
 from lifeloop.engagement.coupons.routes import router as coupons_router
+from lifeloop.engagement.points import routes as points_routes
 from lifeloop.engagement.referrals import routes as referrals_routes
 from lifeloop.engagement.tiers.routes import router as tiers_router
 from lifeloop.events.routes import router as ingest_router
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(broadcasts_router)
     app.include_router(accounts_router)
     app.include_router(coupons_router)
+    app.include_router(points_routes.router)
+    app.include_router(points_routes.checkins_router)
     app.include_router(advisors_router)
     app.include_router(tiers_router)
     app.include_router(referrals_routes.router)
