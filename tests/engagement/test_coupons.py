@@ -405,3 +405,24 @@ def test_an_order_with_a_code_that_cannot_be_redeemed_is_placed_all_the_same(
     assert {r.id: r.status for r in coupon_rows(engine, brand)}[coupon.id] == "issued"
     notes = [r.getMessage() for r in caplog.records if r.name == "lifeloop.engagement.coupons.hooks"]
     assert len(notes) == 4 and "at least 500" in notes[0] and "holds no coupon" in notes[1]
+
+
+def test_coupons_follow_a_merged_profile(engine: sa.Engine, brand: Brand) -> None:
+    (ann,) = customers(engine, brand, "ann")
+    send(engine, brand, [{"type": "track", "anonymousId": "device-1", "event": "Viewed", "messageId": "v-1"}])
+    with engine.connect() as conn:
+        visitor = find_by_identity(conn, brand.workspace_id, "anonymous_id", "device-1")
+    template(engine, brand, "first", kind="fixed", value=30, per_user_limit=1)
+    coupon = issue(engine, brand, visitor, "first", request="visitor")
+    # The visitor signs in as ann: the anonymous profile merges into ann's, and so does its coupon.
+    send(
+        engine, brand, [{"type": "identify", "userId": "ann", "anonymousId": "device-1", "messageId": "i-2"}]
+    )
+    with engine.connect() as conn:
+        assert find_by_identity(conn, brand.workspace_id, "anonymous_id", "device-1") == ann
+        assert [c.id for c in coupons_of(conn, brand.workspace_id, ann, now=NOW)] == [coupon.id]
+        assert [c.id for c in coupons_of(conn, brand.workspace_id, visitor, now=NOW)] == [coupon.id]
+        assert unused_coupons(conn, brand.workspace_id, [ann], now=NOW) == {ann: 1}
+    with pytest.raises(CouponRefused, match="at most 1 each"):  # the merged coupon counts for ann
+        issue(engine, brand, ann, "first", request="ann")
+    assert redeem(engine, brand, coupon.code, ann, request="r").coupon.id == coupon.id

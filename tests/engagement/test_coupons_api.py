@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -130,7 +131,7 @@ def test_refusals_answer_4xx_with_a_reason_and_change_nothing(
         answer = client.post(url, json=body, headers=headers)
         assert (answer.status_code, answer.json()["code"]) == (status, code), (body, answer.text)
         assert reason in answer.json()["message"], answer.text
-    bad_templates = [
+    bad_templates: list[tuple[dict[str, Any], str]] = [
         ({**DAY7, "key": "t2", "threshold": None}, "threshold"),
         ({"key": "t3", "kind": "percent", "value": 150}, "value"),
         ({"key": "t4", "kind": "gift"}, "gift"),
