@@ -275,3 +275,50 @@ def test_the_cli_sets_the_ladder_shows_a_tier_and_explains_refusals(
     )
     saved = run_cli(["tiers", "program", "set", str(right), "-w", "acme"], url)
     assert saved.exit_code == 0 and "一般會員 < 金卡" in saved.output, saved.output
+
+
+def test_two_concurrent_reasons_to_upgrade_one_customer_upgrade_once(
+    client: TestClient, engine: sa.Engine, brand: Brand, backend: str
+) -> None:
+    import threading
+
+    import pytest
+
+    from lifeloop.engagement.tiers.service import reconsider
+
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer: transactions cannot overlap")
+    world = shop(client, engine, brand)
+    ann = world.identify("ann")
+    world.order("ann", 900)
+    start = threading.Barrier(2)
+    done: list[Any] = []
+
+    def upgrade(n: int) -> None:
+        start.wait()
+        with engine.begin() as conn:
+            done.append(reconsider(conn, world.ws, ann, now=NOW, key=f"race-{n}", reason="order"))
+
+    from lifeloop.events.models import events
+
+    with engine.begin() as conn:  # a second order placed without reactions: both racers see 1100 spent
+        conn.execute(
+            sa.insert(events).values(
+                workspace_id=world.ws,
+                message_id="quiet-order",
+                type="track",
+                event="Order Completed",
+                profile_id=ann,
+                timestamp=NOW,
+                received_at=NOW,
+                properties={"revenue": 200},
+            )
+        )
+    threads = [threading.Thread(target=upgrade, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(d is None for d in done) == [False, True]
+    assert changes(world, ann) == [("member", "silver", "up", "order")]
+    assert world.coupons_of(ann) == ["silver-gift"]

@@ -18,6 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from lifeloop.engagement.events import record_event
 from lifeloop.engagement.tiers.config import Tier, TierProgram, parse_program
@@ -148,11 +150,30 @@ class Membership:
     review_at: datetime | None
 
 
-def _membership(conn: Connection, program: TierProgram, workspace_id: int, profile_id: int) -> Membership:
+def _membership(
+    conn: Connection, program: TierProgram, workspace_id: int, profile_id: int, *, now: datetime | None = None
+) -> Membership:
+    """The member's row, held until the transaction ends: one change of a member's tier at a time.
+    With ``now`` a missing row is made first (at the first tier), so two first upgrades of one customer
+    (an order and points awarded by the API) wait for each other instead of both inserting."""
+    if now is not None:
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(
+            dialect_insert(tier_members)
+            .values(
+                workspace_id=workspace_id,
+                profile_id=profile_id,
+                tier=program.lowest.key,
+                since=now,
+                review_at=next_review(program, workspace_zone(conn, workspace_id), now, now),
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["workspace_id", "profile_id"])
+        )
     row = conn.execute(
         select(tier_members)
         .where(tier_members.c.workspace_id == workspace_id, tier_members.c.profile_id == profile_id)
-        .with_for_update()  # one change of a member's tier at a time
+        .with_for_update()
     ).first()
     if row is None:
         return Membership(program.lowest, None, None)
@@ -272,15 +293,11 @@ def _change(
         return None
     direction = "up" if target.rank > current.tier.rank else "down"
     review_at = next_review(program, workspace_zone(conn, workspace_id), now, now)
-    values = {"tier": target.key, "since": now, "review_at": review_at, "updated_at": now}
-    if current.since is None:
-        conn.execute(insert(tier_members).values(workspace_id=workspace_id, profile_id=profile_id, **values))
-    else:
-        conn.execute(
-            update(tier_members)
-            .where(tier_members.c.workspace_id == workspace_id, tier_members.c.profile_id == profile_id)
-            .values(**values)
-        )
+    conn.execute(
+        update(tier_members)
+        .where(tier_members.c.workspace_id == workspace_id, tier_members.c.profile_id == profile_id)
+        .values(tier=target.key, since=now, review_at=review_at, updated_at=now)
+    )
     conn.execute(
         insert(tier_changes).values(
             workspace_id=workspace_id,
@@ -333,11 +350,14 @@ def reconsider(
     program = get_program(conn, workspace_id)
     if program is None:
         return None
-    current = _membership(conn, program, workspace_id, profile_id)
     since = now - timedelta(days=program.window_days)
     spend = spend_between(conn, workspace_id, [profile_id], since, now)[profile_id]
     points = points_between(conn, program, workspace_id, [profile_id], since, now)[profile_id]
     target = program.qualifying(spend, points)
+    held = program.tier(tier_of(conn, workspace_id, [profile_id])[profile_id]) or program.lowest
+    if target.rank <= held.rank:
+        return None  # the usual case, decided without taking the member's row
+    current = _membership(conn, program, workspace_id, profile_id, now=now)
     if target.rank <= current.tier.rank:
         return None
     return _change(conn, program, workspace_id, profile_id, current, target, reason=reason, key=key, now=now)
