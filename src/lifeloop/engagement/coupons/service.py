@@ -286,8 +286,8 @@ def _by_issue_key(conn: Connection, workspace_id: int, key: str) -> Any:
     ).first()
 
 
-def _replay_issue(row: Any, template_key: str, profile_id: int) -> IssuedCoupon:
-    if row.template != template_key or row.profile_id != profile_id:
+def _replay_issue(row: Any, template_key: str, holders: list[int]) -> IssuedCoupon:
+    if row.template != template_key or row.profile_id not in holders:
         raise Conflict(
             f"idempotency key {row.issue_key!r} was used to issue {row.template!r} "
             f"to profile {row.profile_id}",
@@ -319,14 +319,15 @@ def issue_coupon(
     customer's or the total limit is reached; ``NotFound`` for an unknown template or profile."""
     key = _check_key(key)
     pid = survivor(conn, workspace_id, profile_id)
+    holders = _holders(conn, workspace_id, pid)
     existing = _by_issue_key(conn, workspace_id, key)
     if existing is not None:
-        return _replay_issue(existing, template_key, pid)
+        return _replay_issue(existing, template_key, holders)
     template = get_template(conn, workspace_id, template_key, for_update=True)
     # The lock is ours: a request with the same key that was waiting on it now sees our coupon.
     existing = _by_issue_key(conn, workspace_id, key)
     if existing is not None:
-        return _replay_issue(existing, template_key, pid)
+        return _replay_issue(existing, template_key, holders)
     if template.status != "active":
         raise CouponRefused("archived", f"coupon template {template.key!r} is archived", field="template")
     if template.valid_until is not None and template.valid_until <= now:
@@ -346,7 +347,7 @@ def issue_coupon(
             select(func.count()).where(
                 coupons.c.workspace_id == workspace_id,
                 coupons.c.template_id == template.id,
-                coupons.c.profile_id.in_(_holders(conn, workspace_id, pid)),
+                coupons.c.profile_id.in_(holders),
             )
         ).scalar_one()
         if held >= template.per_user_limit:
@@ -377,7 +378,7 @@ def issue_coupon(
             break
         existing = _by_issue_key(conn, workspace_id, key)
         if existing is not None:  # the key was taken meanwhile, by an issue of another template
-            return _replay_issue(existing, template_key, pid)
+            return _replay_issue(existing, template_key, holders)
     if coupon_id is None:
         raise AssertionError("five unique coupon codes in a row were taken")
     conn.execute(
