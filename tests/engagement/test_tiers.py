@@ -201,7 +201,11 @@ def test_points_earned_can_reach_a_tier_that_counts_points(
 ) -> None:
     from lifeloop.engagement.points.ledger import award_points
 
-    tiers = [{"key": "member", "name": "一般會員"}, {"key": "star", "name": "星級", "min_points": 500}]
+    tiers = [
+        {"key": "member", "name": "一般會員"},
+        {"key": "star", "name": "星級", "min_points": 500},
+        {"key": "gold", "name": "金卡", "min_spend": 5000},
+    ]
     world = shop(client, engine, brand, tiers=tiers)
     ann = world.identify("ann")
     with engine.begin() as conn:
@@ -211,6 +215,9 @@ def test_points_earned_can_reach_a_tier_that_counts_points(
         award_points(conn, world.ws, ann, 200, key="gift-2", reason="check-in", now=NOW)
     assert tier(world, ann) == "star"
     assert changes(world, ann) == [("member", "star", "up", "points")]
+    # The order's own points reach tiers before the order does; what raised ann is still her spend.
+    world.order("ann", 6000)
+    assert changes(world, ann) == [("member", "star", "up", "points"), ("star", "gold", "up", "order")]
 
 
 def test_a_wrong_programme_is_refused_with_its_reason_and_changes_nothing(

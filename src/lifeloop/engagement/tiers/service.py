@@ -360,6 +360,10 @@ def reconsider(
     current = _membership(conn, program, workspace_id, profile_id, now=now)
     if target.rank <= current.tier.rank:
         return None
+    if reason == "points" and program.qualifying(spend, 0).rank >= target.rank:
+        # The order's own points arrive (as ``Points Earned``) before the order reaches tiers: what
+        # raised the customer is still the spend.
+        reason = "order"
     return _change(conn, program, workspace_id, profile_id, current, target, reason=reason, key=key, now=now)
 
 
