@@ -142,10 +142,17 @@ def test_rules_check_in_make_up_and_tasks_over_rest(
         [
             ("POST", "/api/v1/checkins/makeup", {**make_up, "day": old}, {**h, "Idempotency-Key": "mu-2"}),
             ("POST", "/api/v1/checkins/makeup", make_up, h),
+            (
+                "POST",
+                "/api/v1/checkins/makeup",
+                {**make_up, "day": "yesterday"},
+                {**h, "Idempotency-Key": "mu-3"},
+            ),
             ("POST", "/api/v1/checkins", {}, h),
         ],
     )
-    assert [s for s, _ in answers] == [400, 400, 400] and "last 2 days" in answers[0][1]
+    assert [s for s, _ in answers] == [400, 400, 400, 400] and "last 2 days" in answers[0][1]
+    assert "YYYY-MM-DD" in answers[2][1]
 
     ingest(client, brand, [identify("ann", "i-2", now, name="Ann", phone="+886900000000")], now=now)
     tasks = client.get(f"/api/v1/points/tasks/{ann}", headers=h).json()

@@ -48,7 +48,7 @@ class Award(PointsChange):
 
 
 class MakeUp(Customer):
-    day: date = Field(description="The missed day, on the workspace's calendar (YYYY-MM-DD).")
+    day: str = Field(description="The missed day, on the workspace's calendar (YYYY-MM-DD).")
 
 
 def _profile(conn: Connection, workspace_id: int, who: Customer) -> int:
@@ -244,10 +244,14 @@ def make_up(
     if not idempotency_key or not idempotency_key.strip():
         raise InvalidInput("an Idempotency-Key header is required", field="Idempotency-Key")
     key = idempotency_key.strip()
+    try:  # parsed here, not by the model, so a bad day is refused after the role check like the rest
+        missed = date.fromisoformat(body.day)
+    except ValueError:
+        raise InvalidInput(f"day {body.day!r} is not a day; write it as YYYY-MM-DD", field="day") from None
 
     def work(conn: Connection) -> dict[str, Any]:
         pid = _profile(conn, grant.workspace_id, body)
-        return checkin.make_up(conn, grant.workspace_id, pid, body.day, key=key, now=utcnow()).as_dict()
+        return checkin.make_up(conn, grant.workspace_id, pid, missed, key=key, now=utcnow()).as_dict()
 
     return transaction(engine, work)
 
