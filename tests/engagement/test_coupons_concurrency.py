@@ -19,7 +19,12 @@ from sqlalchemy.pool import NullPool
 from lifeloop.config import Settings
 from lifeloop.engagement.coupons.models import coupon_redemptions, coupon_templates, coupons
 from lifeloop.engagement.coupons.service import CouponRefused, issue_coupon, redeem_coupon
+from lifeloop.events.messages import parse_message
+from lifeloop.events.service import ingest
+from lifeloop.profiles.resolver import resolve_pending
 from lifeloop.store.engine import create_store_engine
+from lifeloop.store.schema import utcnow
+from lifeloop.workspaces.models import SourceKey
 from tests.conftest import Brand
 
 from .test_coupons import NOW, customers, issue, programme_events, template
@@ -153,3 +158,29 @@ def test_parallel_issues_to_one_customer_hold_the_per_user_limit_and_keys(
     assert len(issued) == 2 and count(engine, coupons, brand) == 2
     assert set(results) - issued == {"coupon_limit_reached"}
     assert len(programme_events(engine, brand, "Coupon Issued")) == 2
+
+
+def test_an_order_event_and_api_redemptions_racing_for_one_coupon_redeem_it_once(
+    settings: Settings, engine: sa.Engine, brand: Brand
+) -> None:
+    (ann,) = customers(engine, brand, "ann")
+    template(engine, brand, "once", kind="fixed", value=50)
+    coupon = issue(engine, brand, ann, "once", request="a")
+    order = {"type": "track", "userId": "ann", "event": "Order Completed", "messageId": "order-1",
+             "properties": {"order_id": "1", "total": 200, "coupon": coupon.code}}  # fmt: skip
+    key = SourceKey(workspace_id=brand.workspace_id, source_id=brand.source_id)
+    ingest(engine, key, [parse_message(order, received_at=utcnow())])  # waiting for the resolver
+
+    def race(conn: sa.Connection, i: int) -> Any:
+        if i == 0:  # the resolver places the order (retrying as it does if a writer collided with it)
+            return f"placed {resolve_pending(engine, now=NOW)}"
+        return redeem_coupon(
+            conn, brand.workspace_id, coupon.code, profile_id=ann, key=f"api-{i}", now=NOW
+        ).id
+
+    results = all_at_once(settings, race, n=20)
+    assert results[0] == "placed 1"
+    assert count(engine, coupon_redemptions, brand) == 1
+    assert len(programme_events(engine, brand, "Coupon Redeemed")) == 1
+    winners = [r for r in results[1:] if isinstance(r, int)]
+    assert len(winners) <= 1 and set(results[1:]) - set(winners) <= {"coupon_redeemed"}
