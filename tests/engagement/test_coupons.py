@@ -374,6 +374,11 @@ def test_an_ingested_order_with_a_coupon_code_redeems_it_once(engine: sa.Engine,
     send(engine, brand, [order("ann", "o-2", order_id="1002", total=900, coupon=coupon.code)])
     assert len(programme_events(engine, brand, "Coupon Redeemed")) == 1
 
+    # A message id as long as ingest takes still makes a key of its own.
+    second = issue(engine, brand, ann, "day7", request="b")
+    send(engine, brand, [order("ann", "m" * 255, order_id="1003", total=600, coupon=second.code)])
+    assert len(programme_events(engine, brand, "Coupon Redeemed")) == 2
+
 
 def test_an_order_with_a_code_that_cannot_be_redeemed_is_placed_all_the_same(
     engine: sa.Engine, brand: Brand, caplog: pytest.LogCaptureFixture

@@ -4,6 +4,7 @@ issued coupons past their end."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -42,6 +43,12 @@ def order_total(properties: dict[str, Any]) -> float | None:
     return total + discount if discount is not None and discount > 0 else total
 
 
+def order_key(message_id: str) -> str:
+    """The redemption key of an order event: its message id (hashed when too long to store)."""
+    key = f"order:{message_id}"
+    return key if len(key) <= 255 else "order:sha256:" + hashlib.sha256(message_id.encode()).hexdigest()
+
+
 def react(conn: Connection, workspace_id: int, events: Sequence[PlacedEvent], now: datetime) -> None:
     """Redeem the coupon code of each ``Order Completed`` just placed, once per event (the key comes
     from its message id). A code that cannot be redeemed is logged and the order stays placed."""
@@ -60,7 +67,7 @@ def react(conn: Connection, workspace_id: int, events: Sequence[PlacedEvent], no
                     workspace_id,
                     code,
                     profile_id=event.profile_id,
-                    key=f"order:{event.message_id}",
+                    key=order_key(event.message_id),
                     now=now,
                     order_id=None if order_id is None else str(order_id)[:255],
                     order_total=order_total(event.properties),

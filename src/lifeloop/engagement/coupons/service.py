@@ -297,8 +297,8 @@ def _replay_issue(row: Any, template_key: str, holders: list[int]) -> IssuedCoup
 
 
 def _check_key(key: str) -> str:
-    if not isinstance(key, str) or not key.strip() or len(key) > 200:
-        raise InvalidInput("an idempotency key of 1-200 characters is required", field="key")
+    if not isinstance(key, str) or not key.strip() or len(key.strip()) > 255:
+        raise InvalidInput("an idempotency key of 1-255 characters is required", field="key")
     return key.strip()
 
 
