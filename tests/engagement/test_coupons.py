@@ -327,8 +327,8 @@ def test_the_sweep_expires_in_batches_with_events(
     monkeypatch.setattr(hooks, "SWEEP_BATCH", 2)
     assert hooks.sweep(engine, NOW) == 0  # nothing is due yet
     later = NOW + timedelta(days=2)
-    assert engagement_sweep(engine, later) == 5  # through the programme's sweep, in batches of 2
-    assert engagement_sweep(engine, later) == 0
+    assert hooks.sweep(engine, later) == 5  # in batches of 2
+    assert hooks.sweep(engine, later) == 0
     expired = programme_events(engine, brand, "Coupon Expired")
     assert sorted(e.properties["coupon_id"] for e in expired) == sorted(c.id for c in shorts[1:])
     assert all(e.timestamp == later and e.properties["template"] == "short" for e in expired)
@@ -339,8 +339,13 @@ def test_the_sweep_expires_in_batches_with_events(
         mine = coupons_of(conn, brand.workspace_id, ann, now=later)
     assert [c.status for c in mine] == ["issued", "expired", "expired", "redeemed"]
     # Before the sweep comes, a coupon past its end already reads as expired.
+    much_later = NOW + timedelta(days=40)
     with engine.connect() as conn:
-        assert coupons_of(conn, brand.workspace_id, ann, now=NOW + timedelta(days=40))[0].status == "expired"
+        assert coupons_of(conn, brand.workspace_id, ann, now=much_later)[0].status == "expired"
+    # The programme's sweep (the worker's) expires it.
+    engagement_sweep(engine, much_later)
+    assert {r.id: r.status for r in coupon_rows(engine, brand)}[kept.id] == "expired"
+    assert len(programme_events(engine, brand, "Coupon Expired")) == 6
 
 
 def order(user: str, message_id: str, **properties: Any) -> dict[str, Any]:
