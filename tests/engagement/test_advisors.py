@@ -4,6 +4,11 @@ sender that died between sending and recording."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from lifeloop.config import Settings
 from lifeloop.engagement.advisors import notify, service, tasks
 from lifeloop.engagement.advisors.assignment import assign
 from lifeloop.engagement.advisors.models import advisor_notifications
@@ -263,3 +269,45 @@ def _only_task(engine: sa.Engine, brand: Brand) -> int:
                 sa.select(advisor_tasks.c.id).where(advisor_tasks.c.workspace_id == brand.workspace_id)
             ).scalar_one()
         )
+
+
+def test_a_worker_killed_while_wecom_answers_does_not_notify_twice(
+    client: TestClient, engine: sa.Engine, brand: Brand, fake: FakeWeCom, settings: Settings
+) -> None:
+    """A real ``lifeloop worker --once`` process, SIGKILLed after WeCom delivered the message and before
+    its answer arrived (so before the outcome was recorded)."""
+    vip_workspace(client, engine, brand, fake)
+    customer(client, brand, "u5", "周杰")
+    order(client, brand, "u5", 1, 15000)
+    resolve_pending(engine)
+    fake.app_answer_delay = 8.0
+    env = {
+        **os.environ,
+        "LIFELOOP_DATABASE_URL": settings.database_url,
+        "LIFELOOP_SECRET_KEY": TEST_SECRET_KEY,
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "lifeloop.cli", "worker", "--once"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not received(fake, "lisi"):
+            assert time.monotonic() < deadline and worker.poll() is None, "the worker sent nothing"
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    fake.app_answer_delay = 0.0
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(advisor_notifications).where(advisor_notifications.c.workspace_id == brand.workspace_id)
+        ).one()
+    assert row.status == "sending" and row.claimed_by is not None  # the dead worker's claim
+
+    assert sweep(engine, utcnow()) == 0  # the lease still holds
+    assert sweep(engine, utcnow() + timedelta(seconds=notify.LEASE_SECONDS + 1)) == 1
+    assert len(fake.calls(SEND)) == 2 and len(received(fake, "lisi")) == 1
+    assert "周杰（u5）" in received(fake, "lisi")[0]["text"]["content"]

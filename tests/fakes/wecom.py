@@ -7,6 +7,7 @@ adapter's crypto is tested against a second implementation, not against itself.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -41,6 +42,7 @@ class FakeWeCom(FakeProvider):
         self.members: set[str] = set()
         self.app_messages: list[dict[str, Any]] = []  # what members received (duplicates dropped)
         self._sent_app_requests: dict[str, float] = {}  # request JSON → when, for the duplicate check
+        self.app_answer_delay = 0.0  # seconds message/send waits, after delivering, before it answers
         self.app = Starlette(
             routes=[
                 Route("/cgi-bin/gettoken", self.gettoken, methods=["GET"]),
@@ -144,6 +146,8 @@ class FakeWeCom(FakeProvider):
             if not duplicate:
                 self._sent_app_requests[body] = now
                 self.app_messages += [{"touser": u, **payload} for u in valid]
+        if self.app_answer_delay:
+            await asyncio.sleep(self.app_answer_delay)
         return JSONResponse({"errcode": 0, "errmsg": "ok", "invaliduser": invalid, "msgid": uuid.uuid4().hex})
 
 
