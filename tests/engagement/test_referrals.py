@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from lifeloop.engagement.referrals.models import referrals
 from lifeloop.engagement.referrals.service import complete_first_purchase, set_program
+from lifeloop.store.schema import utcnow
 from tests.cli_helpers import run_cli
 from tests.conftest import Brand, snapshot
 from tests.engagement.tiers_world import NOW, Shop
@@ -115,6 +116,7 @@ def test_an_attribution_by_api_is_idempotent_and_may_reward_the_new_customer_at_
     before = snapshot(engine)
     again = client.post("/api/v1/referrals/attributions", json=body, headers=headers)
     assert again.json() == first.json()
+    world.now = utcnow() + timedelta(minutes=1)  # the shop's clock after the API's attribution
     other_code = client.post(
         "/api/v1/referrals/attributions",
         json={"profile_id": bob, "code": code_of(world, world.identify("cat"))},
@@ -341,7 +343,6 @@ def test_two_first_orders_ingested_and_resolved_at_once_reward_once(
     from lifeloop.events.messages import parse_message
     from lifeloop.events.service import ingest
     from lifeloop.profiles.resolver import resolve_pending
-    from lifeloop.store.schema import utcnow
     from lifeloop.workspaces.models import SourceKey
 
     if backend != "postgresql":
@@ -371,3 +372,44 @@ def test_two_first_orders_ingested_and_resolved_at_once_reward_once(
     assert referral_rows(world) == [(bob, ann, "completed", None)]
     assert rewards(world, ann) == (200, ["thanks"]) and rewards(world, bob) == (100, ["new-friend"])
     assert len(world.recorded("Referral Completed")) == 2
+
+
+def test_a_code_and_a_first_order_in_one_batch_complete_and_a_merged_in_customer_is_not_new(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
+    world = shop(client, engine, brand)
+    ann = world.identify("ann")
+    code = code_of(world, ann)
+    sent = client.post(
+        "/v1/batch",
+        json={
+            "batch": [
+                {"type": "identify", "userId": "bob", "traits": {"referral_code": code}, "messageId": "b-1"},
+                {
+                    "type": "track",
+                    "userId": "bob",
+                    "event": "Order Completed",
+                    "properties": {"revenue": 10},
+                    "messageId": "b-2",
+                },
+            ]
+        },
+        auth=brand.auth,
+    )
+    assert sent.status_code == 200, sent.text
+    from lifeloop.profiles.resolver import resolve_pending
+
+    resolve_pending(engine, now=NOW)
+    bob = world.pid("bob")
+    assert referral_rows(world) == [(bob, ann, "completed", None)]
+
+    # Cat is a customer already; she follows a link on another device, anonymously, then signs in.
+    cat = world.identify("cat")
+    world.order("cat", 40)
+    world.call("page", {"anonymousId": "anon-cat", "context": {"campaign": {"ref": code}}})
+    world.identify("cat", anonymousId="anon-cat")
+    world.order("cat", 60)
+    assert referral_rows(world)[1][1:] == (ann, "rejected", "existing_customer")
+    assert [p["stage"] for pid, p in world.recorded("Referral Rejected") if pid == cat] == ["first_purchase"]
+    assert rewards(world, cat) == (0, [])
+    assert rewards(world, ann) == (200, ["thanks"])  # for bob only

@@ -202,8 +202,18 @@ def _used_payment(conn: Connection, workspace_id: int, ids: Sequence[int], finge
     )
 
 
-def _ordered_before(conn: Connection, workspace_id: int, ids: Sequence[int], but: str) -> bool:
-    """Whether the customer had an order other than the event ``but`` (an existing customer)."""
+def _ordered_before(
+    conn: Connection, workspace_id: int, ids: Sequence[int], *, join_message_id: str, joined_at: datetime
+) -> bool:
+    """Whether the customer had ordered before joining (an existing customer): an order placed before
+    the event that carried the code (by the log's order, so an order later in the same batch is not
+    "before"), or, for an attribution made by API, an order timed before it."""
+    join_event = conn.execute(
+        select(events.c.id).where(
+            events.c.workspace_id == workspace_id, events.c.message_id == join_message_id
+        )
+    ).scalar()
+    before = events.c.id < join_event if join_event is not None else events.c.timestamp < joined_at
     return (
         conn.execute(
             select(events.c.id)
@@ -212,7 +222,7 @@ def _ordered_before(conn: Connection, workspace_id: int, ids: Sequence[int], but
                 events.c.profile_id.in_(list(ids)),
                 events.c.type == "track",
                 events.c.event == ORDER_COMPLETED,
-                events.c.message_id != but,
+                before,
             )
             .limit(1)
         ).first()
@@ -345,7 +355,9 @@ def attribute(
     if existing is not None:
         return as_dict(existing)
     reason = _guard(conn, workspace_id, referrer_id, referee_id, device_id=device_id)
-    if reason is None and _ordered_before(conn, workspace_id, referee, message_id):
+    if reason is None and _ordered_before(
+        conn, workspace_id, referee, join_message_id=message_id, joined_at=now
+    ):
         reason = "existing_customer"
     values = {
         "workspace_id": workspace_id,
@@ -430,6 +442,14 @@ def complete_first_purchase(
         device_id=device_id,
         payment=str(payment) if isinstance(payment, str | int) and not isinstance(payment, bool) else None,
     )
+    if reason is None and _ordered_before(
+        conn,
+        workspace_id,
+        _aliases(conn, workspace_id, referee_id),
+        join_message_id=row.join_message_id,
+        joined_at=row.joined_at,
+    ):
+        reason = "existing_customer"  # a profile with earlier orders was merged in since joining
     status = "completed" if reason is None else "rejected"
     settled = conn.execute(
         update(referrals)
