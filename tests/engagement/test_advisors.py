@@ -311,3 +311,33 @@ def test_a_worker_killed_while_wecom_answers_does_not_notify_twice(
     assert sweep(engine, utcnow() + timedelta(seconds=notify.LEASE_SECONDS + 1)) == 1
     assert len(fake.calls(SEND)) == 2 and len(received(fake, "lisi")) == 1
     assert "周杰（u5）" in received(fake, "lisi")[0]["text"]["content"]
+
+
+def test_with_a_task_url_the_advisor_gets_a_textcard(
+    client: TestClient, engine: sa.Engine, brand: Brand, fake: FakeWeCom
+) -> None:
+    vip_workspace(client, engine, brand, fake)
+    with engine.begin() as conn:
+        save_config(
+            conn,
+            brand.workspace_id,
+            channel="wecom",
+            credentials={"corp_id": CORP, "secret": "contact-secret", "agent_secret": "app-secret"},
+            settings={
+                "base_url": fake.url,
+                "agent_id": AGENT,
+                "task_url": "https://crm.example.com/t/{task_id}",
+            },
+        )
+    customer(client, brand, "u6", "吴敏")
+    order(client, brand, "u6", 1, 10000)
+    resolve_pending(engine)
+    assert sweep(engine) == 1
+    (message,) = received(fake, "lisi")
+    card = message["textcard"]
+    assert (
+        message["msgtype"] == "textcard"
+        and card["url"] == f"https://crm.example.com/t/{_only_task(engine, brand)}"
+    )
+    assert card["title"] == "跟进任务：VIP 1v1 跟进：吴敏" and "客户：吴敏（u6）" in card["description"]
+    assert "截止：" in card["description"]

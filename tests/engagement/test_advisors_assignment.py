@@ -352,3 +352,55 @@ def test_a_rule_keeps_one_open_task_per_customer(engine: sa.Engine, brand: Brand
     with engine.connect() as conn:
         assert len(tasks.list_tasks(conn, brand.workspace_id, now=utcnow(), profile_id=pid)) == 2
     assert len(emitted(engine, brand, "Advisor Task Created")) == 2
+
+
+def test_concurrent_create_task_with_one_key_makes_one_task(engine: sa.Engine, brand: Brand) -> None:
+    """A journey step retried in parallel (two workers on the same run step): one task, one event."""
+    advisors(engine, brand, {"name": "A", "wecom_userid": "a"}, {"name": "B", "wecom_userid": "b"})
+    (pid,) = people(engine, brand, 1)
+    start = threading.Barrier(8)
+    made: list[int] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            start.wait()
+            task = transaction(
+                engine,
+                lambda conn: tasks.create_task(
+                    conn, brand.workspace_id, pid, key="journey:j1:run1:s2", title="跟进",
+                    source="journey:j1", now=utcnow(),
+                ),
+            )  # fmt: skip
+            made.append(task.id)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(made) == 8 and len(set(made)) == 1
+    assert len(emitted(engine, brand, "Advisor Task Created")) == 1
+    assert len(emitted(engine, brand, "Advisor Assigned")) == 1
+
+
+def test_an_advisor_can_be_a_console_user_of_the_workspace(engine: sa.Engine, brand: Brand) -> None:
+    from lifeloop.accounts.service import add_member, create_user
+
+    with engine.begin() as conn:
+        user = create_user(conn, email="lisi@example.com", password="a long enough password 1", name="李四")
+        outsider = create_user(conn, email="x@example.com", password="a long enough password 2", name="X")
+        add_member(conn, brand.workspace_id, user_id=user.id, role="operator")
+        advisor = service.create_advisor(
+            conn, brand.workspace_id, name="李四", wecom_userid="lisi", user_id=user.id
+        )
+    assert advisor.user_id == user.id
+    with pytest.raises(InvalidInput, match="not a member"), engine.begin() as conn:
+        service.create_advisor(conn, brand.workspace_id, name="X", wecom_userid="x", user_id=outsider.id)
+    with engine.begin() as conn:  # a store clerk: no login
+        clerk = service.create_advisor(
+            conn, brand.workspace_id, name="店员", wecom_userid="clerk1", store="s1"
+        )
+    assert clerk.user_id is None
