@@ -94,3 +94,39 @@ def test_the_programmes_own_events_never_earn(client: TestClient, engine: sa.Eng
     with engine.begin() as conn:
         hooks.react(conn, ws, own, NOW)
     assert _points(client, brand, "ann") == 40
+
+
+def test_points_of_a_merged_profile_belong_to_the_survivor(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
+    from lifeloop.engagement.points.ledger import account_totals, award_points, spend_points
+    from lifeloop.engagement.points.models import points_accounts
+    from lifeloop.engagement.points.tasks import task_progress
+
+    ws = brand.workspace_id
+    (ann,) = customers(client, brand, "ann")
+    with engine.begin() as conn:
+        award_points(conn, ws, ann, 50, key="gift", reason="gift", now=NOW)
+    browsing = {"type": "track", "anonymousId": "anon-1", "event": "Product Viewed", "messageId": "v-1"}
+    ingest(client, brand, [{**browsing, "timestamp": NOW.isoformat()}])  # an anonymous visitor's browse task
+    login = {"type": "identify", "userId": "ann", "anonymousId": "anon-1", "messageId": "login-1"}
+    ingest(client, brand, [{**login, "timestamp": (NOW + timedelta(minutes=1)).isoformat()}])
+    survivor = pid(client, brand, "ann")
+    with engine.connect() as conn:
+        assert balance(conn, ws, survivor, now=NOW) == 55  # before anything moved, reads count both
+        assert account_totals(conn, ws, survivor)["earned"] == 55
+        assert len(history(conn, ws, survivor)) == 2
+        assert {t["task"]: t["done"] for t in task_progress(conn, ws, survivor, now=NOW)["tasks"]}["browse"]
+    with engine.begin() as conn:
+        assert spend_points(conn, ws, survivor, 55, key="all", reason="mall", now=NOW).balance_after == 0
+    with engine.connect() as conn:
+        accounts = conn.execute(
+            sa.select(points_accounts.c.profile_id).where(points_accounts.c.workspace_id == ws)
+        )
+        assert [a.profile_id for a in accounts] == [survivor]  # the merged account moved in with its points
+    assert assert_ledger_balances(engine, ws, survivor, chain=False) == {
+        "balance": 0,
+        "earned": 55,
+        "spent": 55,
+        "expired": 0,
+    }

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 
 from lifeloop.engagement.events import record_event
 from lifeloop.engagement.points import ledger
+from lifeloop.engagement.points.merges import merged_into
 from lifeloop.engagement.points.models import checkins
 from lifeloop.engagement.points.settings import PointsSettings, get_settings, streak_bonus, streak_cycle
 from lifeloop.errors import Conflict, InvalidInput
@@ -265,7 +266,8 @@ def checkin_streaks(
     today = local_day(conn, workspace_id, now)
     yesterday = today - timedelta(days=1)
     out = dict.fromkeys(profile_ids, 0)
-    unique = sorted(set(profile_ids))
+    owner = {**{p: p for p in profile_ids}, **merged_into(conn, workspace_id, profile_ids)}
+    unique = sorted(owner)
     for start in range(0, len(unique), IN_CHUNK):
         rows = conn.execute(
             select(checkins.c.profile_id, checkins.c.day, checkins.c.streak).where(
@@ -275,7 +277,7 @@ def checkin_streaks(
             )
         )
         for pid, _day, streak in sorted(rows, key=lambda r: r.day):  # today's row, if any, comes last
-            out[int(pid)] = int(streak)
+            out[owner[int(pid)]] = int(streak)
     return out
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from lifeloop.engagement.events import record_event
+from lifeloop.engagement.points.merges import absorb_merged, merged_into
 from lifeloop.engagement.points.models import points_accounts, points_allocations, points_entries, points_lots
 from lifeloop.engagement.points.settings import get_settings
 from lifeloop.errors import Conflict, InvalidInput
@@ -91,9 +92,11 @@ def balance(conn: Connection, workspace_id: int, profile_id: int, *, now: dateti
 def balances(
     conn: Connection, workspace_id: int, profile_ids: Sequence[int], *, now: datetime
 ) -> dict[int, int]:
-    """Each profile's spendable points at ``now``; every id asked for is in the answer (0 if none)."""
+    """Each profile's spendable points at ``now`` (with the profiles merged into it); every id asked for
+    is in the answer (0 if none)."""
     out = dict.fromkeys(profile_ids, 0)
-    for chunk in _chunks(profile_ids):
+    owner = {**{p: p for p in profile_ids}, **merged_into(conn, workspace_id, profile_ids)}
+    for chunk in _chunks(list(owner)):
         rows = conn.execute(
             select(points_lots.c.profile_id, func.sum(points_lots.c.remaining))
             .where(
@@ -104,16 +107,19 @@ def balances(
             )
             .group_by(points_lots.c.profile_id)
         )
-        out.update({int(pid): int(total) for pid, total in rows})
+        for pid, total in rows:
+            out[owner[int(pid)]] += int(total)
     return out
 
 
 def earned_between(
     conn: Connection, workspace_id: int, profile_ids: Sequence[int], since: datetime, until: datetime
 ) -> dict[int, int]:
-    """Points each profile earned in [since, until) (whatever was spent or expired since)."""
+    """Points each profile (with those merged into it) earned in [since, until), whatever was spent or
+    expired since."""
     out = dict.fromkeys(profile_ids, 0)
-    for chunk in _chunks(profile_ids):
+    owner = {**{p: p for p in profile_ids}, **merged_into(conn, workspace_id, profile_ids)}
+    for chunk in _chunks(list(owner)):
         rows = conn.execute(
             select(points_entries.c.profile_id, func.sum(points_entries.c.points))
             .where(
@@ -125,16 +131,19 @@ def earned_between(
             )
             .group_by(points_entries.c.profile_id)
         )
-        out.update({int(pid): int(total) for pid, total in rows})
+        for pid, total in rows:
+            out[owner[int(pid)]] += int(total)
     return out
 
 
 def history(
     conn: Connection, workspace_id: int, profile_id: int, *, limit: int = 50, before: int | None = None
 ) -> list[PointsEntry]:
-    """The profile's entries, newest first; ``before`` an entry id for the next page."""
+    """The profile's entries (with those of profiles merged into it), newest first; ``before`` an entry
+    id for the next page."""
+    owners = [profile_id, *merged_into(conn, workspace_id, [profile_id])]
     query = select(points_entries).where(
-        points_entries.c.workspace_id == workspace_id, points_entries.c.profile_id == profile_id
+        points_entries.c.workspace_id == workspace_id, points_entries.c.profile_id.in_(owners)
     )
     if before is not None:
         query = query.where(points_entries.c.id < before)
@@ -143,14 +152,16 @@ def history(
 
 
 def account_totals(conn: Connection, workspace_id: int, profile_id: int) -> dict[str, int]:
-    """The account's stored totals: balance, earned, spent, expired (zeros for a customer without one)."""
-    row = conn.execute(
+    """The account's stored totals, with those of profiles merged into it: balance, earned, spent,
+    expired (zeros for a customer without one)."""
+    owners = [profile_id, *merged_into(conn, workspace_id, [profile_id])]
+    rows = conn.execute(
         select(points_accounts).where(
-            points_accounts.c.workspace_id == workspace_id, points_accounts.c.profile_id == profile_id
+            points_accounts.c.workspace_id == workspace_id, points_accounts.c.profile_id.in_(owners)
         )
-    ).first()
+    ).all()
     names = ("balance", "earned", "spent", "expired")
-    return {n: (getattr(row, n) if row is not None else 0) for n in names}
+    return {n: sum(int(getattr(row, n)) for row in rows) for n in names}
 
 
 def entry_by_key(conn: Connection, workspace_id: int, key: str) -> PointsEntry | None:
@@ -186,9 +197,13 @@ def _check(points: Any, key: Any, reason: Any) -> None:
         raise InvalidInput("reason must be 1 to 200 characters", field="reason")
 
 
-def _same_request(entry: PointsEntry, profile_id: int, kind: str, points: int) -> PointsEntry:
-    """The entry a key made, if it was made for the same request; otherwise the key is misused."""
-    if (entry.profile_id, entry.kind, entry.points) != (profile_id, kind, points):
+def _same_request(
+    conn: Connection, workspace_id: int, entry: PointsEntry, profile_id: int, kind: str, points: int
+) -> PointsEntry:
+    """The entry a key made, if it was made for the same request (for the same customer, though their
+    profile may have merged since); otherwise the key is misused."""
+    owner = resolve_profile_id(conn, workspace_id, entry.profile_id)
+    if (owner, entry.kind, entry.points) != (profile_id, kind, points):
         raise Conflict(
             f"the key {entry.key!r} was already used to {entry.kind} {entry.points} points for profile "
             f"{entry.profile_id}; use a new key for a different request",
@@ -213,11 +228,13 @@ def lock_account(conn: Connection, workspace_id: int, profile_id: int, now: date
         )
         .on_conflict_do_nothing(index_elements=["workspace_id", "profile_id"])
     )
-    return conn.execute(
-        select(points_accounts)
-        .where(points_accounts.c.workspace_id == workspace_id, points_accounts.c.profile_id == profile_id)
-        .with_for_update()
-    ).one()
+    locked = select(points_accounts).where(
+        points_accounts.c.workspace_id == workspace_id, points_accounts.c.profile_id == profile_id
+    )
+    account = conn.execute(locked.with_for_update()).one()
+    if absorb_merged(conn, workspace_id, profile_id):  # profiles merged into this one bring their points
+        account = conn.execute(locked).one()
+    return account
 
 
 def _add_entry(
@@ -335,6 +352,7 @@ def _balance_after_expiry(conn: Connection, workspace_id: int, account: Row[Any]
 
 def expire_due(conn: Connection, workspace_id: int, profile_id: int, *, now: datetime) -> int:
     """Expire the customer's lots that are due at ``now``; returns how many lots expired."""
+    profile_id = resolve_profile_id(conn, workspace_id, profile_id)  # a merged profile's lots: its survivor's
     account = lock_account(conn, workspace_id, profile_id, now)
     left = _expire_locked(conn, workspace_id, profile_id, account.balance, now)
     return len(left)
@@ -359,10 +377,10 @@ def award_points(
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expires_at must be later than now", field="expires_at")
     if (done := entry_by_key(conn, workspace_id, key)) is not None:
-        return _same_request(done, profile_id, "earn", points)
+        return _same_request(conn, workspace_id, done, profile_id, "earn", points)
     account = lock_account(conn, workspace_id, profile_id, now)
     if (done := entry_by_key(conn, workspace_id, key)) is not None:  # a concurrent twin got there first
-        return _same_request(done, profile_id, "earn", points)
+        return _same_request(conn, workspace_id, done, profile_id, "earn", points)
     balance_now = _balance_after_expiry(conn, workspace_id, account, now)
     expiry = expires_at if expires_at is not None else default_expiry(conn, workspace_id, now)
     entry = _add_entry(
@@ -402,10 +420,10 @@ def spend_points(
     _check(points, key, reason)
     profile_id = resolve_profile_id(conn, workspace_id, profile_id)
     if (done := entry_by_key(conn, workspace_id, key)) is not None:
-        return _same_request(done, profile_id, "spend", points)
+        return _same_request(conn, workspace_id, done, profile_id, "spend", points)
     account = lock_account(conn, workspace_id, profile_id, now)
     if (done := entry_by_key(conn, workspace_id, key)) is not None:
-        return _same_request(done, profile_id, "spend", points)
+        return _same_request(conn, workspace_id, done, profile_id, "spend", points)
     balance_now = _balance_after_expiry(conn, workspace_id, account, now)
     if balance_now < points:
         raise Conflict(

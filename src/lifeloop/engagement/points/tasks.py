@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 
 from lifeloop.engagement.points import ledger
+from lifeloop.engagement.points.merges import merged_into
 from lifeloop.engagement.points.models import points_task_completions
 from lifeloop.engagement.points.settings import TASK_EVENTS, PointsSettings, get_settings
 from lifeloop.errors import NotFound
@@ -40,13 +41,18 @@ def _profile(conn: Connection, workspace_id: int, profile_id: int) -> Any:
 
 
 def _completed(conn: Connection, workspace_id: int, profile_id: int) -> dict[str, Any]:
+    """The tasks done by the profile or by a profile merged into it (its own row first, on a clash)."""
+    owners = [profile_id, *merged_into(conn, workspace_id, [profile_id])]
     rows = conn.execute(
         select(points_task_completions).where(
             points_task_completions.c.workspace_id == workspace_id,
-            points_task_completions.c.profile_id == profile_id,
+            points_task_completions.c.profile_id.in_(owners),
         )
-    )
-    return {r.task: r for r in rows}
+    ).all()
+    done: dict[str, Any] = {}
+    for row in sorted(rows, key=lambda r: r.profile_id != profile_id):
+        done.setdefault(row.task, row)
+    return done
 
 
 def profile_complete(traits: dict[str, Any] | None, wanted: list[str]) -> bool:
