@@ -199,6 +199,21 @@ def test_an_operator_builds_a_tag_rule_a_segment_and_a_journey_in_the_browser(
     page.click("#journey-form button[type=submit]")
     page.wait_for_url("**/journeys/vip_thanks")
     page.screenshot(path=str(_artifact("operator-journey-zh-TW.png")), full_page=True)
+    # the flow editor: a ＋ on the way from "mark" to "done", a wait of two days put there
+    page.click("#edit-flow")
+    page.wait_for_url("**/journeys/vip_thanks/edit")
+    with page.expect_navigation():
+        page.click("a.add-step[data-after='mark'][data-way='next']")
+    with page.expect_navigation():
+        page.select_option("#new-type", "wait")
+    page.fill("#field-duration", "2d")
+    with page.expect_navigation():
+        page.click("#step-form button[type=submit]")
+    assert page.locator("#editor-flash").is_visible()
+    assert page.locator(".journey-flow g.step.selected[data-step='wait']").count() == 1
+    leftovers = english_only("zh-TW") - {"mark", "wait", "done"}  # the step keys are names, not text
+    assert not sorted({t for t in tab.texts() if t in leftovers})
+    page.screenshot(path=str(_artifact("operator-journey-editor-zh-TW.png")), full_page=True)
     assert not tab.errors, tab.errors
 
     with httpx.Client(base_url=history.url, headers=brand.bearer) as api:
@@ -208,5 +223,10 @@ def test_an_operator_builds_a_tag_rule_a_segment_and_a_journey_in_the_browser(
         spenders = api.post("/api/v1/segments/preview", json={"condition": 'has_tag("big_spender")'}).json()
     assert [rule["tag"] for rule in rules["tag_rules"]] == ["big_spender"]
     assert segment["name"] == "大客戶" and segment["condition"] == 'has_tag("big_spender")'
-    assert journey["status"] == "draft" and [s["key"] for s in journey["draft"]["steps"]] == ["mark", "done"]
+    assert journey["status"] == "draft" and [s["key"] for s in journey["draft"]["steps"]] == [
+        "mark",
+        "wait",
+        "done",
+    ]
+    assert journey["draft"]["steps"][1] == {"key": "wait", "type": "wait", "duration": "2d"}
     assert spenders["count"] > 0  # the simulated history has customers over 1,000

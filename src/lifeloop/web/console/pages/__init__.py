@@ -8,15 +8,16 @@ from lifeloop.web.console.pages import analytics as analytics_page
 from lifeloop.web.console.pages import broadcasts as broadcasts_page
 from lifeloop.web.console.pages import channels as channels_page
 from lifeloop.web.console.pages import customers as customers_page
+from lifeloop.web.console.pages import journey_editor, overview, session, settings, templates_page
 from lifeloop.web.console.pages import journeys as journeys_page
 from lifeloop.web.console.pages import lifecycle as lifecycle_page
-from lifeloop.web.console.pages import overview, session, settings, templates_page
 from lifeloop.web.console.pages import policy as policy_page
 from lifeloop.web.console.pages import segments as segments_page
 from lifeloop.web.console.pages import tags as tags_page
 
 PAGE_ROUTERS: list[APIRouter] = [session.router, overview.router, settings.router]
-PAGE_ROUTERS += [lifecycle_page.router, journeys_page.router, broadcasts_page.router]  # programs
+PAGE_ROUTERS += [lifecycle_page.router, journey_editor.router, journeys_page.router]  # programs
+PAGE_ROUTERS.append(broadcasts_page.router)
 PAGE_ROUTERS.append(analytics_page.router)  # analytics
 PAGE_ROUTERS += [tags_page.router, segments_page.router]  # audience: tags, segments
 PAGE_ROUTERS.append(customers_page.router)  # customers

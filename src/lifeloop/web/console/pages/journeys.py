@@ -65,6 +65,7 @@ class Node:
     waiting: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     leaves: list[str] = field(default_factory=list)  # labels of ways out of the journey from here
+    leave_ways: list[str] = field(default_factory=list)  # their names, where the editor can add a step
 
 
 @dataclass
@@ -73,6 +74,10 @@ class Edge:
     label: str
     label_x: int
     label_y: int
+    plus_x: int  # where the editor offers to put a step on this way
+    plus_y: int
+    source: str = ""
+    way: str | None = None
 
 
 def _detail(step: Any) -> str:
@@ -101,19 +106,25 @@ def _detail(step: Any) -> str:
     return ""
 
 
-def _exits(defn: d.Definition, step: Any) -> list[tuple[str, str | None]]:
-    """Where a run goes from ``step``: (label, next step key or None for leaving the journey)."""
+def _exits(defn: d.Definition, step: Any) -> list[tuple[str, str | None, str | None]]:
+    """Where a run goes from ``step``: (label, the way's name for the editor, next step key or None for
+    leaving the journey). The holdout of a split has no way to edit: its runs always leave."""
     after = defn.next_of(step)
     if isinstance(step, d.ExitStep):
         return []
     if isinstance(step, d.WaitForStep):
-        return [("event", step.on_event or after), ("timeout", step.on_timeout or after)]
+        return [
+            ("event", "on_event", step.on_event or after),
+            ("timeout", "on_timeout", step.on_timeout or after),
+        ]
     if isinstance(step, d.BranchStep):
-        return [("yes", step.then or after), ("no", step.otherwise)]
+        return [("yes", "then", step.then or after), ("no", "else", step.otherwise)]
     if isinstance(step, d.SplitStep):
-        found: list[tuple[str, str | None]] = [(arm.name, arm.next) for arm in step.arms]
-        return found + ([("holdout", None)] if step.holdout else [])
-    return [("", after)]
+        found: list[tuple[str, str | None, str | None]] = [
+            (a.name, f"arm:{a.name}", a.next) for a in step.arms
+        ]
+        return found + ([("holdout", None, None)] if step.holdout else [])
+    return [("", "next", after)]
 
 
 def flow(defn: d.Definition, steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -123,7 +134,7 @@ def flow(defn: d.Definition, steps: dict[str, dict[str, Any]]) -> dict[str, Any]
     queue = deque([defn.steps[0].key])
     while queue:
         key = queue.popleft()
-        for _label, target in _exits(defn, defn.by_key[key]):
+        for _label, _way, target in _exits(defn, defn.by_key[key]):
             if target is not None and target not in depth:
                 depth[target] = depth[key] + 1
                 queue.append(target)
@@ -154,7 +165,7 @@ def flow(defn: d.Definition, steps: dict[str, dict[str, Any]]) -> dict[str, Any]
     routed = [
         (step, label, target)
         for step in defn.steps
-        for label, target in _exits(defn, step)
+        for label, _way, target in _exits(defn, step)
         if target is not None and not _direct(nodes[step.key], nodes[target])
     ]
     gutter = width
@@ -163,14 +174,19 @@ def flow(defn: d.Definition, steps: dict[str, dict[str, Any]]) -> dict[str, Any]
     lane = 0
     for step in defn.steps:
         source = nodes[step.key]
-        for label, target in _exits(defn, step):
+        for label, way, target in _exits(defn, step):
             if target is None:
                 source.leaves.append(label)
-            elif _direct(source, nodes[target]):
-                edges.append(_edge(source, nodes[target], label))
+                if way is not None:
+                    source.leave_ways.append(way)
+                continue
+            if _direct(source, nodes[target]):
+                edge = _edge(source, nodes[target], label)
             else:
                 lane += 1
-                edges.append(_around(source, nodes[target], label, gutter + 8 * lane, lane))
+                edge = _around(source, nodes[target], label, gutter + 8 * lane, lane)
+            edge.source, edge.way = step.key, way
+            edges.append(edge)
     height = max(n.y for n in nodes.values()) + NODE_H + GAP_Y // 2 + MARGIN
     return {"nodes": list(nodes.values()), "edges": edges, "width": width, "height": height,
             "node_w": NODE_W, "node_h": NODE_H}  # fmt: skip
@@ -187,10 +203,10 @@ def _edge(a: Node, b: Node, label: str) -> Edge:
         x1, y1, x2, y2 = a.x + NODE_W // 2, a.y + NODE_H, b.x + NODE_W // 2, b.y
         bend = (y2 - y1) // 2
         path = f"M{x1},{y1} C{x1},{y1 + bend} {x2},{y2 - bend} {x2},{y2}"
-        return Edge(path, label, (x1 + x2) // 2 + 4, (y1 + y2) // 2)
+        return Edge(path, label, (x1 + x2) // 2 + 4, (y1 + y2) // 2, (x1 + x2) // 2 - 12, (y1 + y2) // 2)
     y = a.y + NODE_H // 2  # a neighbour: between the facing sides
     x1, x2 = (a.x + NODE_W, b.x) if b.x > a.x else (a.x, b.x + NODE_W)
-    return Edge(f"M{x1},{y} L{x2},{y}", label, min(x1, x2) + 4, y - 6)
+    return Edge(f"M{x1},{y} L{x2},{y}", label, min(x1, x2) + 4, y - 6, (x1 + x2) // 2, y + 10)
 
 
 def _around(a: Node, b: Node, label: str, x: int, lane: int) -> Edge:
@@ -202,7 +218,8 @@ def _around(a: Node, b: Node, label: str, x: int, lane: int) -> Edge:
     x2, y2 = b.x + NODE_W // 2 + shift, b.y
     below, above = y1 + GAP_Y // 2 + shift, y2 - GAP_Y // 2 + shift
     path = f"M{x1},{y1} L{x1},{below} L{x},{below} L{x},{above} L{x2},{above} L{x2},{y2}"
-    return Edge(path, label, x1 + 8 + 30 * (lane % 3), below - 4)  # neighbours' labels side by side
+    label_x = x1 + 8 + 30 * (lane % 3)  # neighbours' labels side by side
+    return Edge(path, label, label_x, below - 4, x, (below + above) // 2)
 
 
 # --- pages -----------------------------------------------------------------------------------------
