@@ -119,3 +119,68 @@ def test_concurrent_earn_spend_and_expire_keep_one_customers_ledger_exact(
             ).all()
         )
     assert kinds["earn"] == len(awarded) and kinds["spend"] == len(spent)
+
+
+def _race(count: int, work: Any) -> tuple[list[Any], list[BaseException]]:
+    """``work(n)`` from ``count`` threads at once; what each returned, and what each raised."""
+    start = threading.Barrier(count)
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(n: int) -> None:
+        start.wait()
+        try:
+            result = work(n)
+        except BaseException as error:
+            with lock:
+                errors.append(error)
+            return
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results, errors
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_one_award_retried_at_once_from_many_connections_is_made_once(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
+    ws = brand.workspace_id
+    (ann,) = customers(client, brand, "ann")
+
+    def award(_n: int) -> int:
+        with engine.begin() as conn:
+            return award_points(conn, ws, ann, 25, key="retried", reason="gift", now=NOW).id
+
+    ids, errors = _race(12, award)
+    assert not errors and len(ids) == 12 and len(set(ids)) == 1
+    assert assert_ledger_balances(engine, ws, ann) == {"balance": 25, "earned": 25, "spent": 0, "expired": 0}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_concurrent_make_ups_of_one_day_pay_once(client: TestClient, engine: sa.Engine, brand: Brand) -> None:
+    from lifeloop.engagement.points.checkin import checkin_streaks, make_up
+
+    ws = brand.workspace_id
+    (ann,) = customers(client, brand, "ann")
+    with engine.begin() as conn:
+        award_points(conn, ws, ann, 100, key="gift", reason="gift", now=NOW)
+
+    def mend(n: int) -> int:
+        with engine.begin() as conn:  # different keys: different requests for the same missed day
+            return make_up(conn, ws, ann, (NOW - timedelta(days=1)).date(), key=f"mu-{n}", now=NOW).cost
+
+    costs, errors = _race(10, mend)
+    assert costs == [20]
+    assert len(errors) == 9 and all(
+        isinstance(e, Conflict) and "already checked in" in e.message for e in errors
+    )
+    assert assert_ledger_balances(engine, ws, ann)["balance"] == 80
+    with engine.connect() as conn:
+        assert checkin_streaks(conn, ws, [ann], now=NOW) == {ann: 1}
