@@ -404,3 +404,44 @@ def test_an_advisor_can_be_a_console_user_of_the_workspace(engine: sa.Engine, br
             conn, brand.workspace_id, name="店员", wecom_userid="clerk1", store="s1"
         )
     assert clerk.user_id is None
+
+
+def test_a_merged_customer_keeps_the_advisor_of_the_profile_merged_into_theirs(
+    engine: sa.Engine, brand: Brand
+) -> None:
+    """Seed 001: the customer adds an advisor on WeCom first (a profile known by the external userid),
+    shops as a member later (another profile), and an identify links the two."""
+    a, b = advisors(engine, brand, {"name": "A", "wecom_userid": "a"}, {"name": "B", "wecom_userid": "b"})
+    now = utcnow()
+    key = SourceKey(brand.workspace_id, brand.source_id)
+    wecom_contact = {"type": "wecom_external_userid", "id": "wmEXT9", "collection": "users"}
+    ingest(engine, key, [
+        parse_message({"type": "track", "event": "Channel Followed", "anonymousId": "wecom:wmEXT9",
+                       "messageId": "f1", "context": {"externalIds": [wecom_contact]}}, received_at=now),
+        parse_message({"type": "identify", "userId": "u9", "messageId": "i1"}, received_at=now),
+    ])  # fmt: skip
+    resolve_pending(engine)
+    with connect(engine) as conn:
+        contact = find_by_identity(conn, brand.workspace_id, "wecom_external_userid", "wmEXT9")
+        member = find_by_identity(conn, brand.workspace_id, "user_id", "u9")
+    assert contact != member
+    with engine.begin() as conn:
+        assignment.assign(conn, brand.workspace_id, contact, advisor_id=b, reason="加了 B 的企微", now=now)
+    ingest(engine, key, [parse_message(
+        {"type": "identify", "userId": "u9", "messageId": "i2", "context": {"externalIds": [wecom_contact]}},
+        received_at=now,
+    )])  # fmt: skip
+    resolve_pending(engine)
+    with connect(engine) as conn:
+        survivor = find_by_identity(conn, brand.workspace_id, "user_id", "u9")
+        assert find_by_identity(conn, brand.workspace_id, "wecom_external_userid", "wmEXT9") == survivor
+    assert survivor == member  # the assignment is the absorbed profile's
+    with engine.begin() as conn:
+        task = tasks.create_task(
+            conn, brand.workspace_id, survivor, key="j:9", title="VIP", source="journey:v", now=now
+        )
+    assert task.advisor_id == b and a != b  # not round-robin's first turn
+    with connect(engine) as conn:
+        assert [t.id for t in tasks.list_tasks(conn, brand.workspace_id, now=now, profile_id=contact)] == [
+            task.id
+        ]

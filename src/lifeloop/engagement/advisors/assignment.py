@@ -93,12 +93,65 @@ def _active_advisor(conn: Connection, workspace_id: int, advisor_id: int | None)
     return advisor_of(row) if row is not None else None
 
 
+def merged_into(conn: Connection, workspace_id: int, profile_id: int) -> list[int]:
+    """The profiles merged into this one (their assignments and tasks are the customer's too)."""
+    from lifeloop.profiles.models import profiles
+
+    p = profiles.c
+    return list(
+        conn.execute(
+            select(p.id).where(p.workspace_id == workspace_id, p.merged_into == profile_id).order_by(p.id)
+        ).scalars()
+    )
+
+
+def _inherit(conn: Connection, workspace_id: int, profile_id: int, *, now: datetime) -> Advisor | None:
+    """A customer whose profile absorbed others keeps the advisor one of those had (the latest assigned):
+    a WeCom contact's profile merged into the shop's by a later identify stays with its advisor."""
+    losers = merged_into(conn, workspace_id, profile_id)
+    if not losers:
+        return None
+    a = advisor_assignments.c
+    rows = conn.execute(
+        select(advisor_assignments)
+        .where(a.workspace_id == workspace_id, a.profile_id.in_(losers), a.advisor_id.is_not(None))
+        .order_by(a.assigned_at.desc(), a.profile_id.desc())
+    )
+    for row in rows:
+        advisor = conn.execute(
+            select(advisors).where(
+                advisors.c.workspace_id == workspace_id,
+                advisors.c.id == row.advisor_id,
+                advisors.c.active.is_(True),
+            )
+        ).first()
+        if advisor is not None:
+            lock_workspace(conn, ASSIGNMENT, workspace_id)
+            reason = f"kept from profile {row.profile_id}, merged into this one"
+            _set(
+                conn,
+                workspace_id,
+                profile_id,
+                advisor,
+                method=row.method,
+                rule_key=row.rule_key,
+                reason=reason,
+                now=now,
+            )
+            return advisor_of(advisor)
+    return None
+
+
 def advisor_for(conn: Connection, workspace_id: int, profile_id: int, *, now: datetime) -> Advisor | None:
-    """The customer's advisor, assigned by the rules now if they have no active one (None: nobody fits)."""
+    """The customer's advisor: their active one, else one a profile merged into theirs had, else one the
+    rules assign now (None: nobody fits)."""
     current = current_assignment(conn, workspace_id, profile_id)
     found = _active_advisor(conn, workspace_id, current.advisor_id if current else None)
     if found is not None:
         return found
+    inherited = _inherit(conn, workspace_id, profile_id, now=now)
+    if inherited is not None:
+        return inherited
     assigned = assign_by_rules(conn, workspace_id, profile_id, now=now)
     return _active_advisor(conn, workspace_id, assigned.advisor_id if assigned else None)
 

@@ -347,7 +347,10 @@ def list_tasks(
     if profile_id is not None:
         from lifeloop.profiles.service import resolve_profile_id
 
-        query = query.where(t.profile_id == resolve_profile_id(conn, workspace_id, profile_id))
+        from .assignment import merged_into
+
+        pid = resolve_profile_id(conn, workspace_id, profile_id)
+        query = query.where(t.profile_id.in_([pid, *merged_into(conn, workspace_id, pid)]))
     if status is not None:
         if status not in TASK_STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(TASK_STATUSES)}", field="status")
