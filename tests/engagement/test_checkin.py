@@ -117,9 +117,9 @@ def test_a_make_up_is_paid_in_points_mends_the_streak_and_is_idempotent(
         (bob, date(2026, 12, 3), "makeup-6", Conflict, "the balance is 0 points, 20 short"),
         (bob, date(2026, 12, 3), "makeup-1", Conflict, "already used"),  # another customer's key
     ]
-    for who, day, key, error, reason in refusals:
+    for who, missed, key, error, reason in refusals:
         with pytest.raises(error, match=reason), engine.begin() as conn:
-            make_up(conn, ws, who, day, key=key, now=now)
+            make_up(conn, ws, who, missed, key=key, now=now)
     assert snapshot(engine) == before
     assert assert_ledger_balances(engine, ws, ann) == {"balance": 25, "earned": 45, "spent": 20, "expired": 0}
 

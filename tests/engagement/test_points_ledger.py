@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from lifeloop.engagement.points import hooks
 from lifeloop.engagement.points.ledger import (
+    PointsEntry,
     award_points,
     balance,
     balances,
@@ -29,12 +30,23 @@ from tests.conftest import Brand, snapshot
 from .points_helpers import NOW, assert_ledger_balances, customers
 
 
-def _award(engine: sa.Engine, ws: int, pid: int, points: int, key: str, *, now: datetime = NOW, **kw: object):  # type: ignore[no-untyped-def]
+def _award(
+    engine: sa.Engine,
+    ws: int,
+    pid: int,
+    points: int,
+    key: str,
+    *,
+    now: datetime = NOW,
+    expires_at: datetime | None = None,
+) -> PointsEntry:
     with engine.begin() as conn:
-        return award_points(conn, ws, pid, points, key=key, reason="test", now=now, **kw)  # type: ignore[arg-type]
+        return award_points(conn, ws, pid, points, key=key, reason="test", now=now, expires_at=expires_at)
 
 
-def _spend(engine: sa.Engine, ws: int, pid: int, points: int, key: str, *, now: datetime = NOW):  # type: ignore[no-untyped-def]
+def _spend(
+    engine: sa.Engine, ws: int, pid: int, points: int, key: str, *, now: datetime = NOW
+) -> PointsEntry:
     with engine.begin() as conn:
         return spend_points(conn, ws, pid, points, key=key, reason="test", now=now)
 
@@ -97,7 +109,7 @@ def test_a_spend_takes_the_lot_that_expires_first_then_the_oldest(
     assert len(taken) == 3
     _spend(engine, ws, ann, 6, "buy-2")
     with engine.connect() as conn:
-        left = dict(
+        left: dict[int, int] = dict(
             conn.execute(
                 sa.select(points_lots.c.entry_id, points_lots.c.remaining).where(
                     points_lots.c.workspace_id == ws
