@@ -341,3 +341,33 @@ def test_with_a_task_url_the_advisor_gets_a_textcard(
     )
     assert card["title"] == "跟进任务：VIP 1v1 跟进：吴敏" and "客户：吴敏（u6）" in card["description"]
     assert "截止：" in card["description"]
+
+
+def test_a_failing_wecom_stops_the_sweep_for_that_workspace(
+    client: TestClient, engine: sa.Engine, brand: Brand, fake: FakeWeCom
+) -> None:
+    """The sweep shares the worker's loop with event placement: after one failure it hands the
+    workspace's other notifications back untried instead of waiting on WeCom for each."""
+    vip_workspace(client, engine, brand, fake)
+    for user, name in (("u7", "郑一"), ("u8", "郑二")):
+        customer(client, brand, user, name)
+        order(client, brand, user, 1, 10000)
+    resolve_pending(engine)
+    now = utcnow()
+    fake.fail_next(500, {"errcode": -1, "errmsg": "system busy"})
+    assert sweep(engine, now) == 0
+    assert len(fake.calls(SEND)) == 1
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                advisor_notifications.c.status,
+                advisor_notifications.c.attempts,
+                advisor_notifications.c.last_error,
+            )
+            .where(advisor_notifications.c.workspace_id == brand.workspace_id)
+            .order_by(advisor_notifications.c.id)
+        ).all()
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 1), ("pending", 0)]
+    assert "HTTP 500" in rows[0].last_error and rows[1].last_error is None
+    assert sweep(engine, now + timedelta(seconds=61)) == 2
+    assert len(received(fake, "lisi")) == 2

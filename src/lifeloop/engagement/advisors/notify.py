@@ -22,6 +22,7 @@ the message a ``textcard`` linking to the task; otherwise it is ``text``.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ DUPLICATE_CHECK_SECONDS = 4 * 3600  # WeCom's longest duplicate-check window
 LEASE_SECONDS = 120.0
 MAX_ATTEMPTS = 8
 BATCH = 50
+SWEEP_BUDGET = 20.0  # seconds of sending per sweep
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,17 +280,56 @@ def settle(engine: Engine, claimed: Claimed, result: SendResult, *, worker_id: s
     return bool(written.rowcount)
 
 
-def deliver_due(engine: Engine, now: datetime, *, worker_id: str | None = None) -> int:
-    """Claim, send and settle every due notification; how many were sent."""
+def release(engine: Engine, claimed: Claimed, *, worker_id: str, now: datetime) -> None:
+    """Hand back a claim that was not tried (its workspace's WeCom is failing, or the sweep ran out of
+    time), as if it had not been claimed: the attempt does not count."""
+    n = advisor_notifications.c
+    with engine.begin() as conn:
+        conn.execute(
+            update(advisor_notifications)
+            .where(
+                n.workspace_id == claimed.workspace_id,
+                n.id == claimed.id,
+                n.status == "sending",
+                n.claimed_by == worker_id,
+                n.attempts == claimed.attempts,
+            )
+            .values(
+                status="pending",
+                attempts=claimed.attempts - 1,
+                claimed_by=None,
+                claimed_until=None,
+                next_attempt_at=now + timedelta(seconds=60),
+                updated_at=now,
+            )
+        )
+
+
+def deliver_due(
+    engine: Engine, now: datetime, *, worker_id: str | None = None, budget_seconds: float = SWEEP_BUDGET
+) -> int:
+    """Claim, send and settle the due notifications; how many were sent.
+
+    The sweep shares the worker's tick loop with event placement, so it stops trying a workspace whose
+    WeCom failed (a down or slow provider would otherwise hold the loop for a timeout per message) and
+    stops after ``budget_seconds``; what it did not try is handed back for the next sweep.
+    """
     worker_id = worker_id or f"advisors-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + budget_seconds
+    failing: set[int] = set()
     sent = 0
     while True:
         claimed = claim_due(engine, worker_id=worker_id, now=now)
         for each in claimed:
+            if each.workspace_id in failing or time.monotonic() > deadline:
+                release(engine, each, worker_id=worker_id, now=now)
+                continue
             result = send(engine, each)
+            if result.retryable:
+                failing.add(each.workspace_id)
             if settle(engine, each, result, worker_id=worker_id, now=now):
                 sent += result.status is SendStatus.DELIVERED
-        if len(claimed) < BATCH:
+        if len(claimed) < BATCH or time.monotonic() > deadline:
             return sent
 
 
