@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -21,6 +22,7 @@ from lifeloop.engagement.points import checkin, ledger, tasks
 from lifeloop.engagement.points.models import points_lots
 from lifeloop.engagement.points.settings import OWN_EVENTS, PointsSettings, get_settings
 from lifeloop.engagement.reactions import PlacedEvent
+from lifeloop.store.engine import transaction
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,10 @@ def react(conn: Connection, workspace_id: int, events: Sequence[PlacedEvent], no
         _react_one(conn, workspace_id, event, settings, now)
 
 
+def _expire(workspace_id: int, profile_id: int, now: datetime, conn: Connection) -> int:
+    return ledger.expire_due(conn, workspace_id, profile_id, now=now)
+
+
 def sweep(engine: Engine, now: datetime) -> int:
     """Expire every lot due at ``now``, one customer per transaction; how many lots expired."""
     expired = 0
@@ -133,8 +139,10 @@ def sweep(engine: Engine, now: datetime) -> int:
             return expired
         this_batch = 0
         for workspace_id, profile_id in due:
-            with engine.begin() as conn:
-                this_batch += ledger.expire_due(conn, workspace_id, profile_id, now=now)
+            # background: nobody waits on it, so the writers people wait on go first
+            this_batch += transaction(
+                engine, partial(_expire, workspace_id, profile_id, now), background=True
+            )
         expired += this_batch
         if len(due) < SWEEP_BATCH or this_batch == 0:
             return expired
