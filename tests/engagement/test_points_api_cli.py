@@ -61,6 +61,12 @@ def test_award_and_spend_over_rest_are_idempotent_and_refusals_change_nothing(
             ("POST", "/api/v1/points/award", {**award, "profile_id": ann}, {**h, "Idempotency-Key": "g3"}),
             ("POST", "/api/v1/points/award", {**award, "user_id": "nobody"}, {**h, "Idempotency-Key": "g4"}),
             ("POST", "/api/v1/points/award", {**award, "points": 5}, {**h, "Idempotency-Key": "gift-1"}),
+            (
+                "POST",
+                "/api/v1/points/award",
+                {**award, "expires_at": "2099-01-01T00:00:00"},
+                {**h, "Idempotency-Key": "g5"},
+            ),
             ("PUT", "/api/v1/points/rules", {"order": {"rate": "lots"}}, h),
             ("PUT", "/api/v1/points/rules", {"review": {"event": "Points Earned"}}, h),
             ("PUT", "/api/v1/points/rules", {"bonus": 1}, h),
@@ -69,10 +75,10 @@ def test_award_and_spend_over_rest_are_idempotent_and_refusals_change_nothing(
         ],
     )
     statuses = [status for status, _ in answers]
-    assert statuses == [409, 400, 400, 400, 404, 409, 400, 400, 400, 400, 400]
+    assert statuses == [409, 400, 400, 400, 404, 409, 400, 400, 400, 400, 400, 400]
     assert "the balance is 70 points, 1 short of the 71 to spend" in answers[0][1]
     assert "Idempotency-Key" in answers[1][1] and "profile_id or user_id" in answers[3][1]
-    assert "Points Earned" in answers[7][1] and "dance" in answers[10][1]
+    assert "time zone" in answers[6][1] and "Points Earned" in answers[8][1] and "dance" in answers[11][1]
 
     with engine.begin() as conn:
         _token, viewer = create_api_token(conn, brand.workspace_id, name="v", role="viewer")

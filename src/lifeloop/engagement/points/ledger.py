@@ -374,10 +374,12 @@ def award_points(
     ``expires_at`` None means the workspace's validity rule decides (which may be never)."""
     _check(points, key, reason)
     profile_id = resolve_profile_id(conn, workspace_id, profile_id)
+    if (done := entry_by_key(conn, workspace_id, key)) is not None:  # a retry: the first answer
+        return _same_request(conn, workspace_id, done, profile_id, "earn", points)
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InvalidInput("expires_at needs a time zone, e.g. 2027-01-01T00:00:00+08:00", field="expires_at")
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expires_at must be later than now", field="expires_at")
-    if (done := entry_by_key(conn, workspace_id, key)) is not None:
-        return _same_request(conn, workspace_id, done, profile_id, "earn", points)
     account = lock_account(conn, workspace_id, profile_id, now)
     if (done := entry_by_key(conn, workspace_id, key)) is not None:  # a concurrent twin got there first
         return _same_request(conn, workspace_id, done, profile_id, "earn", points)
