@@ -92,6 +92,11 @@ def test_award_and_spend_over_rest_are_idempotent_and_refusals_change_nothing(
     account = client.get(f"/api/v1/points/profiles/{ann}", headers=h).json()
     assert account == {"profile_id": ann, "balance": 70, "earned": 120, "spent": 50, "expired": 0}
     assert client.get("/api/v1/points/lookup?identity=user_id:ann", headers=h).json() == account
+    assert client.get("/api/v1/points?user_id=ann", headers=h).json() == account
+    assert client.get(f"/api/v1/points?profile_id={ann}", headers=h).json() == account
+    assert client.get("/api/v1/points", headers=h).status_code == 400
+    by_user = client.get("/api/v1/points/history?user_id=ann", headers=h).json()
+    assert [e["change"] for e in by_user["items"]] == [-50, 120]
     page = client.get(f"/api/v1/points/profiles/{ann}/history?limit=1", headers=h).json()
     assert [e["change"] for e in page["items"]] == [-50] and page["next_before"] is not None
     rest = client.get(f"/api/v1/points/profiles/{ann}/history?before={page['next_before']}", headers=h).json()

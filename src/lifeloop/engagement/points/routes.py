@@ -141,6 +141,36 @@ def spend(
 
 
 # A customer's points -----------------------------------------------------------------------------------
+ProfileQuery = Annotated[int | None, Query(description="The customer's profile id.")]
+UserQuery = Annotated[str | None, Query(description="Or the customer's user id.")]
+
+
+@router.get("")
+def customer_balance(
+    conn: Conn, grant: CurrentGrant, profile_id: ProfileQuery = None, user_id: UserQuery = None
+) -> dict[str, Any]:
+    """A customer's balance and totals, by ``?profile_id=`` or ``?user_id=`` (as ``/api/v1/coupons``)."""
+    return _account(
+        conn,
+        grant.workspace_id,
+        _profile(conn, grant.workspace_id, Customer(profile_id=profile_id, user_id=user_id)),
+    )
+
+
+@router.get("/history")
+def customer_history(
+    conn: Conn,
+    grant: CurrentGrant,
+    profile_id: ProfileQuery = None,
+    user_id: UserQuery = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(description="Entries older than this entry id.")] = None,
+) -> dict[str, Any]:
+    """A customer's entries by ``?profile_id=`` or ``?user_id=``, newest first."""
+    pid = _profile(conn, grant.workspace_id, Customer(profile_id=profile_id, user_id=user_id))
+    return _history_page(conn, grant.workspace_id, pid, limit, before)
+
+
 @router.get("/lookup")
 def lookup(
     conn: Conn,
@@ -169,8 +199,15 @@ def profile_history(
     before: Annotated[int | None, Query(description="Entries older than this entry id.")] = None,
 ) -> dict[str, Any]:
     """A customer's entries, newest first; pass ``next_before`` back for the next page."""
-    pid = resolve_profile_id(conn, grant.workspace_id, profile_id)
-    entries = ledger.history(conn, grant.workspace_id, pid, limit=limit + 1, before=before)
+    return _history_page(
+        conn, grant.workspace_id, resolve_profile_id(conn, grant.workspace_id, profile_id), limit, before
+    )
+
+
+def _history_page(
+    conn: Connection, workspace_id: int, pid: int, limit: int, before: int | None
+) -> dict[str, Any]:
+    entries = ledger.history(conn, workspace_id, pid, limit=limit + 1, before=before)
     page = entries[:limit]
     return {
         "profile_id": pid,
