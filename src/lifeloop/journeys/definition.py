@@ -340,6 +340,37 @@ class RichMenuStep(_Step):
     rich_menu_id: str = Field(min_length=1, max_length=100, description="LINE rich menu id (richmenu-…).")
 
 
+class IssueCouponStep(_Step):
+    type: Literal["issue_coupon"]
+    template: str = Field(min_length=1, max_length=64, description="The coupon template's key.")
+
+
+class AwardPointsStep(_Step):
+    type: Literal["award_points"]
+    points: int = Field(gt=0, le=1_000_000)
+    reason: str = Field("journey", min_length=1, max_length=64, description="Shown in the points history.")
+    expires: str | None = Field(None, description='The points lapse after this long ("365d"); default: '
+                                "the points programme's validity.")  # fmt: skip
+
+    @field_validator("expires")
+    @classmethod
+    def _check_expires(cls, value: str | None) -> str | None:
+        return None if value is None else _duration(value)
+
+
+class AdvisorTaskStep(_Step):
+    type: Literal["advisor_task"]
+    title: str = Field(min_length=1, max_length=200, description="What the advisor is asked to do.")
+    kind: str = Field("follow_up", pattern=KEY)
+    due: str | None = Field(None, description='Due this long after the step ("24h"); default: no due time.')
+    note: str | None = Field(None, max_length=2000)
+
+    @field_validator("due")
+    @classmethod
+    def _check_due(cls, value: str | None) -> str | None:
+        return None if value is None else _duration(value)
+
+
 class ExitStep(_Step):
     type: Literal["exit"]
     reason: str = Field("exit_step", pattern=KEY)
@@ -355,6 +386,9 @@ Step = Annotated[
     | SetTraitStep
     | WebhookStep
     | RichMenuStep
+    | IssueCouponStep
+    | AwardPointsStep
+    | AdvisorTaskStep
     | ExitStep,
     Field(discriminator="type"),
 ]

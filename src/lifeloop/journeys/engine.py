@@ -495,6 +495,10 @@ class _Engine:
                 entry = self._queue(run, step, channel="line", content={"rich_menu_id": step.rich_menu_id})
                 self._log(run, step, "queued", entry)
                 return defn.next_of(step)
+            case d.IssueCouponStep() | d.AwardPointsStep() | d.AdvisorTaskStep():
+                self._changed_profile(pid)
+                self._log(run, step, self._engage(run, defn, step))
+                return defn.next_of(step)
             case d.ExitStep():
                 self._log(run, step, "exit")
                 self._finish(run, defn, "exited", step.reason)
@@ -507,6 +511,33 @@ class _Engine:
             f"journey:{run['journey_id']}:v{run['version']}:p{run['profile_id']}"
             f":r{run['id']}:{step.key}:{run['steps_done']}"
         )
+
+    def _engage(self, run: dict[str, Any], defn: d.Definition, step: Any) -> str:
+        """Issue the coupon, award the points or create the advisor's task, keyed by this step of this
+        run (a retried batch issues nothing twice). A refusal (a coupon template used up or archived)
+        is the step's outcome, and the run goes on; it is kept out of the batch by a savepoint."""
+        from lifeloop.engagement.advisors.tasks import create_task
+        from lifeloop.engagement.coupons.service import CouponRefused, issue_coupon
+        from lifeloop.engagement.points.ledger import award_points
+
+        conn, ws, now, pid = self.conn, self.turn.workspace_id, self.turn.now, run["profile_id"]
+        key = self._key(run, step)
+        try:
+            with conn.begin_nested():
+                if isinstance(step, d.IssueCouponStep):
+                    issue_coupon(conn, ws, pid, step.template, key=key, now=now, source="journey")
+                    return "issued"
+                if isinstance(step, d.AwardPointsStep):
+                    expires = now + d.parse_duration(step.expires) if step.expires else None
+                    award_points(conn, ws, pid, step.points, key=key, reason=step.reason, now=now,
+                                 expires_at=expires)  # fmt: skip
+                    return "awarded"
+                due = now + d.parse_duration(step.due) if step.due else None
+                create_task(conn, ws, pid, key=key, title=step.title, kind=step.kind, due_at=due,
+                            source=f"journey:{defn.key}", now=now, note=step.note)  # fmt: skip
+                return "task_created"
+        except CouponRefused as refused:
+            return f"refused:{refused.reason}"
 
     def _queue(
         self,

@@ -151,12 +151,27 @@ def check_references(conn: Connection, workspace_id: int, defn: d.Definition) ->
                     f"not {channel}",
                     field=f"steps[{index}].template",
                 )
+    _check_coupon_templates(conn, workspace_id, defn)
     segment = getattr(defn.trigger, "segment", None)
     if segment:
         try:
             get_segment(conn, workspace_id, segment)
         except NotFound:
             raise InvalidInput(f"trigger.segment: no segment {segment!r}", field="trigger.segment") from None
+
+
+def _check_coupon_templates(conn: Connection, workspace_id: int, defn: d.Definition) -> None:
+    from lifeloop.engagement.coupons.templates import get_template as get_coupon_template
+
+    for index, step in enumerate(defn.steps):
+        if isinstance(step, d.IssueCouponStep):
+            try:
+                get_coupon_template(conn, workspace_id, step.template)
+            except NotFound:
+                raise InvalidInput(
+                    f"steps[{index}] ({step.key}).template: no coupon template {step.template!r}",
+                    field=f"steps[{index}].template",
+                ) from None
 
 
 def publish(

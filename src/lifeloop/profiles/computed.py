@@ -110,6 +110,23 @@ NON_INTERACTION_EVENTS = frozenset(
         "Journey Step Completed",
         "Journey Converted",
         "Message Suppressed",
+        # The engagement programme's records: a coupon or points the customer got is not their doing
+        # (the order or check-in that earned them is). ``Checked In`` stays an interaction: made through
+        # the API, it is the only trace of the customer's own act.
+        "Coupon Issued",
+        "Coupon Redeemed",
+        "Coupon Expired",
+        "Points Earned",
+        "Points Spent",
+        "Points Expired",
+        "Tier Changed",
+        "Referral Joined",
+        "Referral Completed",
+        "Referral Rejected",
+        "Advisor Assigned",
+        "Advisor Unassigned",
+        "Advisor Task Completed",
+        "Advisor Task Cancelled",
     }
 )
 # Message types the user causes; identify/group/alias are bookkeeping, often sent by a backend.

@@ -125,3 +125,24 @@ def test_only_editors_open_the_editor(
     operator = console_as("operator", locale="zh-TW")
     page = operator.get("/journeys/welcome/edit?insert=pause:next&type=send")
     assert page.status_code == 200 and "傳送訊息" in page.text and 'name="channel"' in page.text
+
+
+def test_the_engagement_steps_are_built_in_the_editor(
+    console: Console, client: TestClient, brand: Brand
+) -> None:
+    console.post("/journeys", {"definition": WELCOME})
+    day7 = {"key": "day7", "kind": "fixed", "value": 50, "valid_days": 7}
+    client.post("/api/v1/coupons/templates", json=day7, headers=brand.bearer)
+    form = console.get("/journeys/welcome/edit?insert=pause:next&type=issue_coupon")
+    assert '<option value="day7"' in form.text
+    add = "/journeys/welcome/edit/steps"
+    console.post(add, {"after": "pause", "way": "next", "type": "issue_coupon", "template": "day7"})
+    points = {"type": "award_points", "points": "50", "reason": "second_order"}
+    console.post(add, {"after": "issue_coupon", "way": "next", **points})
+    bad = console.post(add, {"after": "pause", "way": "next", **points, "points": "many"})
+    assert bad.status_code == 400 and "points must be a number" in bad.text
+    steps = draft(client, brand)
+    assert steps[3:5] == [
+        {"key": "issue_coupon", "type": "issue_coupon", "template": "day7"},
+        {"key": "award_points", "type": "award_points", "points": 50, "reason": "second_order"},
+    ]

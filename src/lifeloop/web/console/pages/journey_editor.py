@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 
 from lifeloop.accounts.models import ConsoleSession
 from lifeloop.accounts.service import record_action
+from lifeloop.engagement.coupons.templates import list_templates as list_coupon_templates
 from lifeloop.errors import InvalidInput, LifeloopError, NotFound
 from lifeloop.journeys import definition as d
 from lifeloop.journeys import editing, service
@@ -47,6 +48,9 @@ STEP_TYPES = {
     "set_trait": N_("Set a trait"),
     "webhook": N_("Call a webhook"),
     "line_rich_menu": N_("Switch the LINE rich menu"),
+    "issue_coupon": N_("Issue a coupon"),
+    "award_points": N_("Award points"),
+    "advisor_task": N_("Create a task for the advisor"),
     "exit": N_("Exit the journey"),
 }
 WAY_LABELS = {
@@ -67,7 +71,7 @@ ARM_ROWS = 2  # empty rows offered below a split's arms, to add arms
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
     """One setting of a step type in the form: ``kind`` is text, area (several lines), number, bool,
-    yaml (a mapping or any value, written in YAML), channel or template (choices)."""
+    integer, yaml (a mapping or any value, written in YAML), channel, template or coupon (choices)."""
 
     name: str
     kind: str
@@ -116,6 +120,18 @@ FIELDS: dict[str, list[FieldSpec]] = {
         FieldSpec("body", "yaml", N_("Extra JSON fields"), N_("key: value, one per line")),
     ],
     "line_rich_menu": [FieldSpec("rich_menu_id", "text", N_("Rich menu id"), N_("richmenu-…"))],
+    "issue_coupon": [FieldSpec("template", "coupon", N_("Coupon template"))],
+    "award_points": [
+        FieldSpec("points", "integer", N_("Points")),
+        FieldSpec("reason", "text", N_("Reason"), N_("shown in the points history")),
+        FieldSpec("expires", "text", N_("Lapses after"), N_("e.g. 365d; empty: the programme's validity")),
+    ],
+    "advisor_task": [
+        FieldSpec("title", "text", N_("Task")),
+        FieldSpec("kind", "text", N_("Kind"), N_("e.g. follow_up")),
+        FieldSpec("due", "text", N_("Due after"), N_("e.g. 24h; empty: no due time")),
+        FieldSpec("note", "area", N_("Note for the advisor")),
+    ],
     "exit": [FieldSpec("reason", "text", N_("Reason"), N_("e.g. converted"))],
 }
 
@@ -144,9 +160,9 @@ def _read(kind: str, form: dict[str, str]) -> dict[str, Any]:
         text = raw.strip()
         if not text and not (spec.kind == "yaml" and spec.name == "value" and spec.name in form):
             continue
-        if spec.kind == "number":
+        if spec.kind in ("number", "integer"):
             try:
-                fields[spec.name] = float(text)
+                fields[spec.name] = float(text) if spec.kind == "number" else int(text)
             except ValueError:
                 raise InvalidInput(f"{spec.name} must be a number", field=spec.name) from None
         elif spec.kind == "yaml":
@@ -240,6 +256,7 @@ def _editor_page(
         step_types=STEP_TYPES,
         channels=[*CHANNELS, "best"],
         templates=[t.key for t in list_templates(conn, ws)],
+        coupon_templates=[t.key for t in list_coupon_templates(conn, ws)],
         errors=_errors(error),
         saved=FLASHES.get(flash, ""),
     )

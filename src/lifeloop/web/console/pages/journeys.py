@@ -101,6 +101,12 @@ def _detail(step: Any) -> str:
         return step.url
     if isinstance(step, d.RichMenuStep):
         return step.rich_menu_id
+    if isinstance(step, d.IssueCouponStep):
+        return step.template
+    if isinstance(step, d.AwardPointsStep):
+        return f"+{step.points} ({step.reason})"
+    if isinstance(step, d.AdvisorTaskStep):
+        return step.title
     if isinstance(step, d.ExitStep):
         return step.reason
     return ""
