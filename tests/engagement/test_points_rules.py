@@ -130,3 +130,50 @@ def test_points_of_a_merged_profile_belong_to_the_survivor(
         "spent": 55,
         "expired": 0,
     }
+
+
+def test_a_refund_takes_back_what_its_order_earned_never_below_zero(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
+    from lifeloop.engagement.points.ledger import spend_points
+
+    ws = brand.workspace_id
+    ingest(
+        client,
+        brand,
+        [
+            track("ann", "Order Completed", "o-1", order_id="A-1", revenue=300),
+            track("ann", "Order Completed", "o-2", order_id="A-2", revenue=200),
+            track("ann", "Order Refunded", "x-1", order_id="A-1", revenue=100),  # a partial refund: 100 back
+        ],
+    )
+    assert _points(client, brand, "ann") == 300 + 200 - 100
+    ingest(client, brand, [track("ann", "Order Refunded", "x-2", order_id="A-1")])  # the rest of A-1
+    assert _points(client, brand, "ann") == 200
+    ingest(client, brand, [track("ann", "Order Refunded", "x-3", order_id="A-1")])  # nothing left to take
+    ingest(
+        client, brand, [track("ann", "Order Refunded", "x-4", order_id="B-9")]
+    )  # an order that earned nothing
+    assert _points(client, brand, "ann") == 200
+    ann = pid(client, brand, "ann")
+    with engine.begin() as conn:
+        spend_points(conn, ws, ann, 150, key="mall", reason="mall", now=NOW)
+    ingest(client, brand, [track("ann", "Order Refunded", "x-5", order_id="A-2")])
+    assert _points(client, brand, "ann") == 0  # 50 were left: those are taken, the spent 150 stay spent
+    again = [PlacedEvent(ann, "Order Refunded", {"order_id": "A-2"}, NOW, "x-5")]
+    with engine.begin() as conn:  # the same refund placed again takes nothing more
+        hooks.react(conn, ws, again, NOW)
+    with engine.connect() as conn:
+        reasons = [(e.kind, e.points, e.reason) for e in history(conn, ws, ann) if e.kind == "spend"]
+    assert reasons == [
+        ("spend", 50, "order A-2 refunded"),
+        ("spend", 150, "mall"),
+        ("spend", 200, "order A-1 refunded"),
+        ("spend", 100, "order A-1 refunded"),
+    ]
+    assert assert_ledger_balances(engine, ws, ann) == {
+        "balance": 0,
+        "earned": 500,
+        "spent": 500,
+        "expired": 0,
+    }

@@ -51,24 +51,68 @@ def order_points(rate: float, properties: dict[str, Any]) -> int:
     return min(int(value.to_integral_value(rounding=ROUND_FLOOR)), ledger.MAX_POINTS)
 
 
+def _order_id(properties: dict[str, Any]) -> str | None:
+    order = properties.get("order_id")
+    if isinstance(order, bool) or not isinstance(order, str | int) or not str(order):
+        return None
+    return str(order)
+
+
+def _reverse_order(
+    conn: Connection,
+    workspace_id: int,
+    event: PlacedEvent,
+    order: str,
+    settings: PointsSettings,
+    now: datetime,
+) -> None:
+    """Take back what a refunded order earned: all of it, or rate × the refund's amount when it names
+    one, never more than the order earned less what earlier refunds took, nor more than the balance
+    (points already spent stay spent: a balance never goes negative)."""
+    ref, key = f"order:{order}"[:255], event_key("refund", event.message_id)
+    ledger.lock_account(conn, workspace_id, event.profile_id, now)  # what is left to take cannot move now
+    if ledger.entry_by_key(conn, workspace_id, key) is not None:  # this refund was taken back already
+        return
+    done = ledger.points_for(conn, workspace_id, event.profile_id, ref)
+    left = done["earn"] - done["spend"]
+    if left <= 0:
+        return
+    names_amount = "revenue" in event.properties or "total" in event.properties
+    wanted = order_points(settings.rules["order"]["rate"], event.properties) if names_amount else left
+    take = min(wanted, left, ledger.balance(conn, workspace_id, event.profile_id, now=now))
+    if take > 0:
+        ledger.spend_points(
+            conn,
+            workspace_id,
+            event.profile_id,
+            take,
+            key=key,
+            reason=f"order {order} refunded"[:200],
+            now=now,
+            ref=ref,
+        )
+
+
 def _react_one(
     conn: Connection, workspace_id: int, event: PlacedEvent, settings: PointsSettings, now: datetime
 ) -> None:
     rules, pid, name = settings.rules, event.profile_id, event.name
+    order = _order_id(event.properties)
     if name == rules["order"]["event"]:
         points = order_points(rules["order"]["rate"], event.properties)
         if points:
-            order = event.properties.get("order_id")
-            reason = f"order {order}" if order else "order completed"
             ledger.award_points(
                 conn,
                 workspace_id,
                 pid,
                 points,
                 key=event_key("order", event.message_id),
-                reason=reason[:200],
+                reason=f"order {order}"[:200] if order else "order completed",
                 now=now,
+                ref=f"order:{order}"[:255] if order else None,
             )
+    if name == rules["refund"]["event"] and order:
+        _reverse_order(conn, workspace_id, event, order, settings, now)
     if name == rules["review"]["event"] and rules["review"]["points"]:
         ledger.award_points(
             conn,
@@ -108,6 +152,7 @@ def react(conn: Connection, workspace_id: int, events: Sequence[PlacedEvent], no
     settings = get_settings(conn, workspace_id)
     triggers = {
         settings.rules["order"]["event"],
+        settings.rules["refund"]["event"],
         settings.rules["review"]["event"],
         settings.checkin["event"],
     }

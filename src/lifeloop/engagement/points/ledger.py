@@ -43,6 +43,7 @@ class PointsEntry:
     reason: str
     expires_at: datetime | None
     at: datetime
+    ref: str | None = None  # what it is about, e.g. "order:A-1" (a refund reverses what that order earned)
 
     @classmethod
     def of(cls, row: Row[Any]) -> PointsEntry:
@@ -56,6 +57,7 @@ class PointsEntry:
             reason=row.reason,
             expires_at=row.expires_at,
             at=row.at,
+            ref=row.ref,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -70,6 +72,7 @@ class PointsEntry:
             "reason": self.reason,
             "expires_at": self.expires_at,
             "at": self.at,
+            "ref": self.ref,
         }
 
 
@@ -164,6 +167,21 @@ def account_totals(conn: Connection, workspace_id: int, profile_id: int) -> dict
     return {n: sum(int(getattr(row, n)) for row in rows) for n in names}
 
 
+def points_for(conn: Connection, workspace_id: int, profile_id: int, ref: str) -> dict[str, int]:
+    """Points earned and spent under ``ref`` by the customer (with profiles merged into it), by kind."""
+    owners = [profile_id, *merged_into(conn, workspace_id, [profile_id])]
+    rows = conn.execute(
+        select(points_entries.c.kind, func.sum(points_entries.c.points))
+        .where(
+            points_entries.c.workspace_id == workspace_id,
+            points_entries.c.profile_id.in_(owners),
+            points_entries.c.ref == ref,
+        )
+        .group_by(points_entries.c.kind)
+    )
+    return {"earn": 0, "spend": 0, **{kind: int(total) for kind, total in rows}}
+
+
 def entry_by_key(conn: Connection, workspace_id: int, key: str) -> PointsEntry | None:
     row = conn.execute(
         select(points_entries).where(
@@ -249,8 +267,9 @@ def _add_entry(
     reason: str,
     now: datetime,
     expires_at: datetime | None = None,
+    ref: str | None = None,
 ) -> PointsEntry:
-    entry = PointsEntry(0, profile_id, kind, points, balance_after, key, reason, expires_at, now)
+    entry = PointsEntry(0, profile_id, kind, points, balance_after, key, reason, expires_at, now, ref)
     values = {k: getattr(entry, k) for k in PointsEntry.__slots__ if k != "id"}
     entry_id = conn.execute(
         insert(points_entries).values(workspace_id=workspace_id, **values).returning(points_entries.c.id)
@@ -368,10 +387,12 @@ def award_points(
     reason: str,
     now: datetime,
     expires_at: datetime | None = None,
+    ref: str | None = None,
 ) -> PointsEntry:
     """Earn ``points`` for a customer in a new lot, once per ``key`` (the same key returns the same entry).
 
-    ``expires_at`` None means the workspace's validity rule decides (which may be never)."""
+    ``expires_at`` None means the workspace's validity rule decides (which may be never); ``ref`` says
+    what the points are for (``order:{order_id}``), for a later reversal."""
     _check(points, key, reason)
     profile_id = resolve_profile_id(conn, workspace_id, profile_id)
     if (done := entry_by_key(conn, workspace_id, key)) is not None:  # a retry: the first answer
@@ -396,6 +417,7 @@ def award_points(
         reason=reason,
         now=now,
         expires_at=expiry,
+        ref=ref,
     )
     conn.execute(
         insert(points_lots).values(
@@ -414,7 +436,15 @@ def award_points(
 
 
 def spend_points(
-    conn: Connection, workspace_id: int, profile_id: int, points: int, *, key: str, reason: str, now: datetime
+    conn: Connection,
+    workspace_id: int,
+    profile_id: int,
+    points: int,
+    *,
+    key: str,
+    reason: str,
+    now: datetime,
+    ref: str | None = None,
 ) -> PointsEntry:
     """Spend ``points`` from the lots that expire first (then the oldest), once per ``key``.
 
@@ -455,7 +485,16 @@ def spend_points(
         takes.append((lot_id, take))
         wanted -= take
     entry = _add_entry(
-        conn, workspace_id, profile_id, "spend", points, balance_now - points, key=key, reason=reason, now=now
+        conn,
+        workspace_id,
+        profile_id,
+        "spend",
+        points,
+        balance_now - points,
+        key=key,
+        reason=reason,
+        now=now,
+        ref=ref,
     )
     _allocate(conn, workspace_id, entry.id, takes)
     _move_account(conn, workspace_id, profile_id, now, spent=points)

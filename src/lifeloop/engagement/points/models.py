@@ -54,11 +54,13 @@ points_entries = Table(
     Column("reason", String(200), nullable=False),
     Column("expires_at", UTCDateTime),  # earn: when the lot it made expires (None: never)
     Column("at", UTCDateTime, nullable=False),
+    Column("ref", String(255)),  # what it is about, e.g. order:A-1, so a refund finds what the order earned
     UniqueConstraint("workspace_id", "key"),
     CheckConstraint("kind IN ('earn', 'spend', 'expire')", name="kind"),
     CheckConstraint("points > 0", name="points_positive"),
     Index(None, "workspace_id", "profile_id", "id"),
     Index(None, "workspace_id", "kind", "at"),
+    Index(None, "workspace_id", "ref"),
 )
 
 # Points as they were earned, spent first-expiring-first (then oldest first).

@@ -21,6 +21,8 @@ SECTIONS = ("rules", "checkin", "tasks")
 DEFAULT_RULES: dict[str, Any] = {
     # per amount spent: floor(rate × the order's revenue, else total)
     "order": {"event": "Order Completed", "rate": 1},
+    # a refund takes back what its order (same order_id) earned: all of it, or rate × a partial amount
+    "refund": {"event": "Order Refunded"},
     "review": {"event": "Product Reviewed", "points": 10},
     "checkin": {"points": 5},  # each daily check-in
     "referral": {"points": 100},  # what the referrals part awards per referral
@@ -125,13 +127,14 @@ def _event_name(value: Any, field: str) -> None:
 
 
 def _check_rules(rules: dict[str, Any]) -> None:
-    for name in ("order", "review", "checkin", "referral", "validity"):
+    for name in ("order", "refund", "review", "checkin", "referral", "validity"):
         if not isinstance(rules[name], dict):
             raise InvalidInput(f"rules.{name} must be a mapping", field=f"rules.{name}")
     _event_name(rules["order"].get("event"), "rules.order.event")
     rate = rules["order"].get("rate")
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1000:
         raise InvalidInput("rules.order.rate must be a number from 0 to 1000", field="rules.order.rate")
+    _event_name(rules["refund"].get("event"), "rules.refund.event")
     _event_name(rules["review"].get("event"), "rules.review.event")
     for name in ("review", "checkin", "referral"):
         _whole(rules[name].get("points"), f"rules.{name}.points")

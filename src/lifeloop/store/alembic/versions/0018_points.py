@@ -48,6 +48,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(200), nullable=False),
         sa.Column("expires_at", UTCDateTime()),
         sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("ref", sa.String(255)),
         sa.UniqueConstraint("workspace_id", "key", name="uq_points_entries_workspace_id_key"),
         sa.CheckConstraint("kind IN ('earn', 'spend', 'expire')", name="ck_points_entries_kind"),
         sa.CheckConstraint("points > 0", name="ck_points_entries_points_positive"),
@@ -58,6 +59,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_points_entries_workspace_id_kind_at", "points_entries", ["workspace_id", "kind", "at"]
     )
+    op.create_index("ix_points_entries_workspace_id_ref", "points_entries", ["workspace_id", "ref"])
     op.create_table(
         "points_lots",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
@@ -129,6 +131,7 @@ def downgrade() -> None:
     op.drop_index("ix_points_lots_expires_at_remaining", "points_lots")
     op.drop_index("ix_points_lots_workspace_id_profile_id_remaining", "points_lots")
     op.drop_table("points_lots")
+    op.drop_index("ix_points_entries_workspace_id_ref", "points_entries")
     op.drop_index("ix_points_entries_workspace_id_kind_at", "points_entries")
     op.drop_index("ix_points_entries_workspace_id_profile_id_id", "points_entries")
     op.drop_table("points_entries")
