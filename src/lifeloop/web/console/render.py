@@ -43,6 +43,7 @@ NAV: list[tuple[str, str, str]] = [
     ("/segments", N_("Segments"), "read"),
     ("/journeys", N_("Journeys"), "read"),
     ("/broadcasts", N_("Broadcasts"), "read"),
+    ("/engagement", N_("Engagement"), "read"),
     ("/templates", N_("Templates"), "read"),
     ("/channels", N_("Channels"), "read"),
     ("/policy", N_("Contact policy"), "read"),

@@ -38,6 +38,7 @@ from lifeloop.profiles.models import IDENTITY_KINDS
 from lifeloop.store.schema import utcnow
 from lifeloop.web.console.auth import Editor, Reader
 from lifeloop.web.console.pages.data import fresh
+from lifeloop.web.console.pages.engagement_customer import engagement_panel
 from lifeloop.web.console.pages.overview import stage_labels
 from lifeloop.web.console.render import page
 from lifeloop.web.deps import Conn, EngineDep
@@ -344,6 +345,7 @@ def _customer_page(
         channels=CHANNELS,
         consent_statuses=CONSENT_STATUSES,
         journeys=_journeys(conn, ws, pid),
+        engagement=engagement_panel(conn, ws, pid, now=utcnow()),
         shown=_shown,
         error=error,
         flash=error,
