@@ -143,7 +143,7 @@ def test_cli_tags_and_segments(
 
     rules = run_cli(["tags", "rules", "-w", "acme", "--preset", "wecom"], url)
     assert rules.exit_code == 0, rules.output
-    assert "vip" in rules.stdout and "Advisor Task Created" in rules.stdout
+    assert "vip" in rules.stdout and "interaction" in rules.stdout
     added = run_cli(
         ["tags", "add", "watch", "-w", "acme", "--user", "u1", "--expires", "2099-01-01T00:00:00"], url
     )

@@ -17,6 +17,7 @@ from lifeloop.conditions.ast import (
     ActiveWeeks,
     Count,
     DaysSince,
+    Fact,
     HasTag,
     InSegment,
     InStage,
@@ -53,7 +54,7 @@ TAG_RULE_PRESETS: dict[str, list[tuple[str, str, str, str | None]]] = {
             'sum("Order Completed", "revenue", within="365d") >= 2000'
             ' or count(interaction, within="30d") >= 20',
             "VIP by spend or interaction (seed 001)",
-            "Advisor Task Created",
+            None,  # the seed's advisor task: an advisors task rule on Tag Added vip (docs/engagement.md)
         )
     ],
 }
@@ -98,7 +99,7 @@ class Audience:
 def depends_on_time(condition: Condition) -> bool:
     """Whether the condition can change with no new event (the sweep must watch it)."""
     return any(
-        isinstance(n, DaysSince | ActiveWeeks | InStage)
+        isinstance(n, DaysSince | ActiveWeeks | InStage | Fact)
         or (isinstance(n, Count | Sum | ActiveDays) and n.within is not None)
         for n in walk(condition)
     )
