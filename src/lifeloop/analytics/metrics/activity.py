@@ -21,23 +21,62 @@ class ActiveUsers(Metric):
 
     def to_query(self) -> str:
         ctes = self.common_ctes()
-        ctes.append(f"days AS ({days_between(lit(self.start), lit(self.end))})")
         ctes.append(
             "user_days AS (SELECT DISTINCT user_id, day FROM uev WHERE interactive "
             f"AND day BETWEEN {shift(lit(self.start), -29)} AND {lit(self.end)})"
         )
-        ctes.append(f"""counts AS (
+        return self._counted(ctes)
+
+    def rollup_query(self, rollups: Rollups) -> str | None:
+        """The active user-days from ``profile_days`` (one row per profile and active day, merged profiles
+        read as their survivor); not with population filters."""
+        if self.filtered:
+            return None
+        from lifeloop.analytics.rollups import merge_ctes
+
+        ctes = merge_ctes(self.workspace_id)
+        ctes.append(f"""user_days AS (
+    SELECT DISTINCT COALESCE(m.canonical_id, d.profile_id) AS user_id, d.day
+    FROM profile_days d LEFT JOIN merged m ON m.profile_id = d.profile_id
+    WHERE d.workspace_id = {lit(self.workspace_id)} AND d.active
+      AND d.day BETWEEN {shift(lit(self.start), -29)} AND {lit(self.end)}
+)""")
+        return self._counted(ctes)
+
+    def _counted(self, ctes: list[str]) -> str:
+        """DAU / WAU / MAU per day from ``user_days(user_id, day)`` in one pass over the user-days, not a
+        join of every day with its 30-day window (30 rows per user-day, which at a million customers is
+        most of the query): an active day ``a`` keeps its user in the 7-day (30-day) count from ``a`` until
+        their next active day or ``a`` + 7 (+ 30), whichever comes first. These spans never overlap for
+        one user, so each day's count is the running sum of spans opening minus spans closing."""
+        ctes.append(
+            "spans AS (SELECT day, LEAD(day) OVER (PARTITION BY user_id ORDER BY day) AS next_day "
+            "FROM user_days)"
+        )
+        ctes.append(f"""edges AS (
+    SELECT day, 1 AS dau, 1 AS wau, 1 AS mau FROM spans
+    UNION ALL SELECT {shift("day", 1)}, -1, 0, 0 FROM spans
+    UNION ALL SELECT LEAST(COALESCE(next_day, {shift("day", 7)}), {shift("day", 7)}), 0, -1, 0 FROM spans
+    UNION ALL SELECT LEAST(COALESCE(next_day, {shift("day", 30)}), {shift("day", 30)}), 0, 0, -1 FROM spans
+)""")
+        ctes.append(
+            "deltas AS (SELECT day, SUM(dau) AS dau, SUM(wau) AS wau, SUM(mau) AS mau "
+            "FROM edges GROUP BY day)"
+        )
+        ctes.append(f"days AS ({days_between(shift(lit(self.start), -29), lit(self.end))})")
+        ctes.append("""counts AS (
     SELECT d.day,
-           COUNT(DISTINCT CASE WHEN u.day = d.day THEN u.user_id END) AS dau,
-           COUNT(DISTINCT CASE WHEN u.day >= {shift("d.day", -6)} THEN u.user_id END) AS wau,
-           COUNT(DISTINCT u.user_id) AS mau
-    FROM days d LEFT JOIN user_days u ON u.day BETWEEN {shift("d.day", -29)} AND d.day
-    GROUP BY d.day
+           SUM(COALESCE(x.dau, 0)) OVER w AS dau,
+           SUM(COALESCE(x.wau, 0)) OVER w AS wau,
+           SUM(COALESCE(x.mau, 0)) OVER w AS mau
+    FROM days d LEFT JOIN deltas x ON x.day = d.day
+    WINDOW w AS (ORDER BY d.day ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 )""")
         return self.with_(
             ctes,
-            "SELECT day, dau, wau, mau, CAST(dau AS DOUBLE) / NULLIF(mau, 0) AS stickiness "
-            "FROM counts ORDER BY day",
+            "SELECT day, CAST(dau AS BIGINT) AS dau, CAST(wau AS BIGINT) AS wau, CAST(mau AS BIGINT) AS mau, "
+            "CAST(dau AS DOUBLE) / NULLIF(mau, 0) AS stickiness "
+            f"FROM counts WHERE day >= {lit(self.start)} ORDER BY day",
         )
 
     def chart(self, frame: pd.DataFrame) -> dict[str, Any]:
