@@ -14,7 +14,9 @@ batch evaluation needs beyond the copy, read from the operational database at th
   re-reads only the profiles logged since the last one, including the reading transaction's own writes.
   Elsewhere each read reads the state tables;
 - ``profile_traits``, ``profile_tags``, ``profile_stages``, ``profile_segments``: only when a condition
-  reads them (``ColumnarPlan.reads``), and only the tags, stages and segments it names.
+  reads them (``ColumnarPlan.reads``), and only the tags, stages and segments it names;
+- ``profile_facts``: the engagement facts (``points()``…) the plan reads, and when they could next
+  change, per live profile, from the operational database at the workspace's ``now``.
 
 So an evaluation sees exactly what the SQL back end would see in the operational database, and costs a
 scan of columns instead of a query per profile. ``conditions.columnar`` compiles the conditions.
@@ -52,6 +54,7 @@ from lifeloop.audience.definitions import uses
 from lifeloop.audience.models import segments
 from lifeloop.conditions.ast import Condition, HasTag, InSegment, InStage, walk
 from lifeloop.conditions.columnar import ColumnarPlan, event_name_sql, interaction_sql, text
+from lifeloop.conditions.facts import provider
 from lifeloop.events.models import events
 from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect
@@ -76,6 +79,7 @@ class Workspace:
         self._state_seen: int | None = None  # the state log id ``st_*`` are current with (SQLite)
         self._together: dict[Condition, str] = {}  # conditions evaluated by ``match_together``: their column
         self._together_at: int | None = None  # the ``_log_end`` they were evaluated at
+        self._facts: tuple[Any, ...] | None = None  # the facts and moments ``profile_facts`` holds
 
     def __enter__(self) -> Workspace:
         self.con = open_store(self.path)
@@ -280,6 +284,44 @@ class Workspace:
                     "FROM st_members m JOIN segment_keys k ON k.id = m.segment_id"
                 )
 
+    def load_facts(self, plan: ColumnarPlan, conn: Connection | None = None) -> None:
+        """``profile_facts``: each live profile's engagement facts the plan reads (``f<n>``) and their next
+        change by time alone (``m<n>``), read once per set of facts, as at ``now`` (like the events)."""
+        wanted = (tuple(plan.facts.items()), tuple(plan.fact_moments.items()))
+        if not plan.facts or self._facts == wanted:
+            return
+        ws = self.workspace_id
+
+        def owned(column: Any) -> list[Any]:
+            return [column == profiles.c.id, profiles.c.workspace_id == ws]
+
+        with self.reading(conn) as reader:
+            values = [
+                provider(fact).sql(reader, ws, fact, now=self.now, owned=owned).label(column)
+                for fact, column in plan.facts.items()
+            ]
+            live = select(profiles.c.id, *values).where(_live_profiles(ws))
+            types = {"pid": "BIGINT"}
+            types.update({c: "VARCHAR" if f.name == "tier" else "DOUBLE" for f, c in plan.facts.items()})
+            self.load_query("fact_values", live, types, reader)
+            joins, columns = [], ["v.*"]
+            for fact, column in plan.fact_moments.items():
+                moments = provider(fact).change_moments(reader, ws, fact, now=self.now, low=0, high=2**62)
+                if moments is None:
+                    columns.append(f"NULL::TIMESTAMP AS {column}")
+                    continue
+                self.load_query(f"fact_{column}", moments, {"pid": "BIGINT", "moment": "TIMESTAMP"}, reader)
+                columns.append(f"{column}.moment AS {column}")
+                joins.append(
+                    f"LEFT JOIN (SELECT pid, min(moment) AS moment FROM fact_{column} GROUP BY pid) {column} "
+                    f"ON {column}.pid = v.pid"
+                )
+        self.db.execute(
+            f"CREATE OR REPLACE TEMP TABLE profile_facts AS SELECT {', '.join(columns)} "
+            f"FROM fact_values v {' '.join(joins)}"
+        )
+        self._facts = wanted
+
     # --- stored state -----------------------------------------------------------------------------
     def state(self, conn: Connection | None, *names: str, narrow: dict[str, Narrowing] | None = None) -> None:
         """Bring the temporary tables ``st_<name>`` up to the stored state as ``conn`` sees it (all sources
@@ -371,8 +413,11 @@ class Workspace:
         """Create the temporary table ``name``: every live profile's ``pid`` and ``columns`` (SQL over
         ``agg``, ``traits`` and the state relations, as ``plan`` compiled them)."""
         self.values(plan, conn)
+        self.load_facts(plan, conn)
         selected = "".join(f", {expression} AS {column}" for column, expression in columns.items())
         traits = "LEFT JOIN profile_traits traits ON traits.pid = agg.pid" if "traits" in plan.reads else ""
+        if plan.facts:
+            traits += " LEFT JOIN profile_facts facts ON facts.pid = agg.pid"
         # ``agg`` has a row per live profile (``values_query``), so it is the list of profiles too.
         self.db.execute(
             f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT agg.pid AS pid{selected} FROM agg {traits}"
@@ -424,6 +469,10 @@ class Workspace:
         """The first column of ``sql`` as Python ints."""
         column = self.db.execute(sql, list(parameters)).fetchnumpy()
         return [int(v) for v in next(iter(column.values()))] if column else []
+
+
+def _live_profiles(workspace_id: int) -> Any:
+    return (profiles.c.workspace_id == workspace_id) & profiles.c.merged_into.is_(None)
 
 
 def _texts(values: Iterable[str]) -> str:

@@ -17,6 +17,7 @@ from lifeloop.conditions.ast import (
     ActiveWeeks,
     Count,
     DaysSince,
+    Fact,
     HasTag,
     InSegment,
     InStage,
@@ -98,7 +99,7 @@ class Audience:
 def depends_on_time(condition: Condition) -> bool:
     """Whether the condition can change with no new event (the sweep must watch it)."""
     return any(
-        isinstance(n, DaysSince | ActiveWeeks | InStage)
+        isinstance(n, DaysSince | ActiveWeeks | InStage | Fact)
         or (isinstance(n, Count | Sum | ActiveDays) and n.within is not None)
         for n in walk(condition)
     )

@@ -91,7 +91,9 @@ def preview(
     """
     if not isinstance(limit, int) or not 0 <= limit <= MAX_PREVIEW:
         raise InvalidInput(f"limit must be 0-{MAX_PREVIEW}", field="limit")
-    query = compile_condition(parse(condition), workspace_id=workspace_id, now=now, dialect=conn.dialect.name)
+    query = compile_condition(
+        parse(condition), workspace_id=workspace_id, now=now, dialect=conn.dialect.name, conn=conn
+    )
     matching = query.subquery()
     count = conn.execute(select(func.count()).select_from(matching)).scalar_one()
     listed = select(profiles.c.id, profiles.c.user_id, profiles.c.traits).where(

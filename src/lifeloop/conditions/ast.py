@@ -112,9 +112,21 @@ class ActiveWeeks:
     weeks: int
 
 
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """An engagement fact of the profile: ``points()``, ``tier()``, ``coupon_unused(…)``,
+    ``checkin_streak()`` (``conditions.facts``; provided by ``lifeloop.engagement``)."""
+
+    name: str
+    template: str | None = None  # coupon_unused("day7"): of that coupon template only
+
+
+# The facts and the kind of their value: a missing tier (no programme) reads as missing.
+FACT_KINDS = {"points": "number", "tier": "string", "coupon_unused": "number", "checkin_streak": "number"}
+
 TimeValue = Now | Seen | EventTime
 NumberValue = Count | Sum | DaysSince | ActiveDays | ActiveWeeks
-Value = Literal | TraitRef | PropertyRef | TimeValue | NumberValue
+Value = Literal | TraitRef | PropertyRef | TimeValue | NumberValue | Fact
 
 
 # --- conditions ---------------------------------------------------------------------------------
@@ -198,6 +210,8 @@ def static_type(value: Value) -> str:
         return "dynamic"
     if isinstance(value, Now | Seen | EventTime):
         return "time"
+    if isinstance(value, Fact):
+        return FACT_KINDS[value.name]
     return "number"
 
 
@@ -262,6 +276,8 @@ def _value(node: Value) -> str:
             return f"active_days({_args(within=None if within is None else _string(within))})"
         case ActiveWeeks(weeks):
             return f"active_weeks({weeks})"
+        case Fact(name, template):
+            return f"{name}({'' if template is None else _string(template)})"
     raise TypeError(f"not a value: {node!r}")
 
 

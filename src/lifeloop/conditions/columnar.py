@@ -18,7 +18,11 @@ The relations it reads (``lifeloop.columnar`` provides them):
   (``ACTIVITY_COLUMNS``: the first and last time and the count of all events and of interactions), so
   the commonest values (``first_seen``, ``last_interaction``…) are read, not grouped from every event;
 - ``profile_traits(pid, doc)``, ``profile_tags(pid, tag, expires_at)``, ``profile_stages(pid, model,
-  stage)``, ``profile_segments(pid, key)``: read only when a condition needs them.
+  stage)``, ``profile_segments(pid, key)``: read only when a condition needs them;
+- ``profile_facts(pid, f0…, m0…)``: the engagement facts the conditions read (``points()``…, column
+  ``f<n>`` of ``facts``) and the moments they could next change by time alone (``m<n>``), computed on
+  the operational database by the facts' own SQL (``conditions.facts``): the programme's tables are not
+  in the analytics copy, and a fact is one indexed read per profile, not a scan of its events.
 
 Recheck moments — when a condition could change with no new event — are compiled the same way, exactly
 as the real-time path computes them (``lifecycle.rechecks.next_recheck``).
@@ -46,6 +50,7 @@ from lifeloop.conditions.ast import (
     DaysSince,
     EventTime,
     Exists,
+    Fact,
     HasTag,
     In,
     InSegment,
@@ -166,6 +171,8 @@ class ColumnarPlan:
         # aggregates, TRUE for all)
         self.aggregates: dict[str, tuple[str, str, str, datetime | None, str]] = {}
         self.reads: set[str] = set()  # the state relations the tests read: traits, tags, stages, segments
+        self.facts: dict[Fact, str] = {}  # engagement facts read → their column of ``profile_facts``
+        self.fact_moments: dict[Fact, str] = {}  # facts whose next change a recheck reads → its column
 
     # --- the values -------------------------------------------------------------------------------
     def _column(
@@ -292,7 +299,20 @@ class ColumnarPlan:
                 return self._active_days(node)
             case ActiveWeeks():
                 return self._active_weeks(node)
+            case Fact():
+                return self._fact(node)
         raise TypeError(f"cannot compile {node!r} here")
+
+    def _fact(self, node: Fact) -> str:
+        if node not in self.facts:
+            self.facts[node] = f"f{len(self.facts)}"
+        return f"facts.{self.facts[node]}"
+
+    def _fact_moment(self, node: Fact) -> str:
+        self._fact(node)  # ``profile_facts`` has a row per live profile with its values
+        if node not in self.fact_moments:
+            self.fact_moments[node] = f"m{len(self.fact_moments)}"
+        return f"facts.{self.fact_moments[node]}"
 
     # --- JSON -------------------------------------------------------------------------------------
     @staticmethod
@@ -461,6 +481,8 @@ class ColumnarPlan:
                     key = repr(("oldest", selector, window))
                     oldest = self._column(key, "min(ts)", selector, self.now - window)
                     moments.append(f"{oldest} + {interval(window)}")
+                elif isinstance(node, Fact):
+                    moments.append(self._fact_moment(node))
                 elif isinstance(node, ActiveWeeks):
                     last = self._time("last", Interaction())
                     recent = timestamp(self.now - (node.weeks + 1) * 7 * DAY)

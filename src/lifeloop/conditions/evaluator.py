@@ -26,6 +26,7 @@ from lifeloop.conditions.ast import (
     DaysSince,
     EventTime,
     Exists,
+    Fact,
     HasTag,
     In,
     InSegment,
@@ -91,6 +92,9 @@ class ProfileView(Protocol):
     def in_stage(self, model: str | None, stage: str) -> bool: ...
 
     def in_segment(self, key: str) -> bool: ...
+
+    def fact(self, fact: Fact) -> Any:
+        """An engagement fact (``points()``, ``tier()``…; ``conditions.facts``), or MISSING."""
 
 
 def kind_of(value: Any) -> str | None:
@@ -232,6 +236,8 @@ def _value(node: Value, view: ProfileView | None, props: Mapping[str, Any] | Non
             return view.active_days(since(view.now, within))
         case ActiveWeeks(weeks):
             return view.active_weeks(weeks)
+        case Fact():
+            return view.fact(node)
     raise TypeError(f"not a value: {node!r}")
 
 

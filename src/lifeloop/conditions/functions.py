@@ -13,6 +13,7 @@ from lifeloop.conditions.ast import (
     DaysSince,
     EventTime,
     Exists,
+    Fact,
     HasTag,
     InSegment,
     InStage,
@@ -44,6 +45,10 @@ FUNCTIONS = (
     "in_stage",
     "in_segment",
     "exists",
+    "points",
+    "tier",
+    "coupon_unused",
+    "checkin_streak",
 )
 
 
@@ -148,4 +153,13 @@ class Call:
                 if not isinstance(value, TraitRef | PropertyRef):
                     self.parser.fail("exists() takes a trait or property, as in exists(trait.phone)", token)
                 return Exists(value)
+            case "points" | "tier" | "checkin_streak":
+                self.shape((0, 0), (), f"no arguments: {self.name}()")
+                return Fact(self.name)
+            case "coupon_unused":
+                usage = 'no argument, or one coupon template key: coupon_unused("day7")'
+                self.shape((0, 1), (), usage)
+                if not self.positional:
+                    return Fact("coupon_unused")
+                return Fact("coupon_unused", self.string(0, "a coupon template key"))
         raise AssertionError(self.name)

@@ -47,6 +47,7 @@ from lifeloop.conditions.ast import (
     DaysSince,
     EventTime,
     Exists,
+    Fact,
     HasTag,
     In,
     InSegment,
@@ -65,6 +66,7 @@ from lifeloop.conditions.ast import (
     static_type,
 )
 from lifeloop.conditions.evaluator import compare, iso_week, since
+from lifeloop.conditions.facts import provider
 from lifeloop.conditions.sql_json import Json, JsonSql, const, truth
 from lifeloop.events.models import events
 from lifeloop.lifecycle.models import profile_stages
@@ -86,7 +88,9 @@ def matching_profiles(
     conn: Connection, workspace_id: int, condition: Condition, *, now: datetime
 ) -> list[int]:
     """Ids of the workspace's live (not merged) profiles that satisfy ``condition`` at ``now``."""
-    query = compile_condition(condition, workspace_id=workspace_id, now=now, dialect=conn.dialect.name)
+    query = compile_condition(
+        condition, workspace_id=workspace_id, now=now, dialect=conn.dialect.name, conn=conn
+    )
     return list(conn.execute(query).scalars())
 
 
@@ -106,6 +110,7 @@ def compile_conditions(
     now: datetime,
     dialect: str,
     id_range: tuple[int, int] | None = None,
+    conn: Connection | None = None,
 ) -> CompiledConditions:
     """Compile ``conditions`` for every live profile of the workspace (with an id in ``id_range``, inclusive).
 
@@ -113,8 +118,11 @@ def compile_conditions(
     One that the conditions read more than once is evaluated once per profile in a materialised CTE and
     read as a column (the ``mall`` stages name ``first_seen`` four times, and ``days_since`` reads its time
     twice); one read once stays inline, where it costs less than the CTE's join.
+
+    ``conn`` is needed by the engagement functions (``points()``…), whose SQL bakes in what the
+    workspace's settings say (``conditions.facts``); the query must run on the same workspace's data.
     """
-    compiler = _Compiler(workspace_id, now, dialect)
+    compiler = _Compiler(workspace_id, now, dialect, conn)
     live = [profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None)]
     if id_range is not None:
         live += [profiles.c.id >= id_range[0], profiles.c.id <= id_range[1]]
@@ -137,9 +145,16 @@ def compile_conditions(
     return CompiledConditions(tests, source, live)
 
 
-def compile_condition(condition: Condition, *, workspace_id: int, now: datetime, dialect: str) -> Select[Any]:
+def compile_condition(
+    condition: Condition,
+    *,
+    workspace_id: int,
+    now: datetime,
+    dialect: str,
+    conn: Connection | None = None,
+) -> Select[Any]:
     """``SELECT profiles.id`` of every live profile of the workspace satisfying ``condition``."""
-    compiled = compile_conditions([condition], workspace_id=workspace_id, now=now, dialect=dialect)
+    compiled = compile_conditions([condition], workspace_id=workspace_id, now=now, dialect=dialect, conn=conn)
     return (
         select(profiles.c.id)
         .select_from(compiled.source)
@@ -149,8 +164,9 @@ def compile_condition(condition: Condition, *, workspace_id: int, now: datetime,
 
 
 class _Compiler:
-    def __init__(self, workspace_id: int, now: datetime, dialect: str):
+    def __init__(self, workspace_id: int, now: datetime, dialect: str, conn: Connection | None = None):
         self.ws, self.now, self.pg = workspace_id, now, dialect == "postgresql"
+        self.conn = conn
         self.json = JsonSql(workspace_id, postgresql=self.pg)
         self.shared: dict[str, tuple[str, Any]] = {}  # repr(value node) → (column name, subquery)
         self.uses: Counter[str] = Counter()  # how often the conditions read each value
@@ -253,7 +269,16 @@ class _Compiler:
                 return self.time(self.now)
             case Seen() | EventTime() | Count() | Sum() | ActiveDays() | ActiveWeeks():
                 return self.shared_value(node, lambda: self.per_profile(node))
+            case Fact():
+                fact = self.shared_value(node, lambda: self.fact(node))
+                return fact.collate("C") if kind == "string" and self.pg else fact
         raise TypeError(f"cannot compile {node!r} here")
+
+    def fact(self, node: Fact) -> Any:
+        """An engagement fact's correlated subquery, from its provider (``conditions.facts``)."""
+        if self.conn is None:
+            raise TypeError(f"{node.name}() compiles only with a connection: compile_conditions(conn=…)")
+        return provider(node).sql(self.conn, self.ws, node, now=self.now, owned=self.owned)
 
     def per_profile(self, node: Value) -> Any:
         """The correlated subquery of a value computed from the profile's events."""

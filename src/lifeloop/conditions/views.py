@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from lifeloop.audience.models import profile_tags, segment_members, segments
-from lifeloop.conditions.ast import SEEN_TIMES, Interaction, Selector
-from lifeloop.conditions.evaluator import EventFilter, iso_week, lookup
+from lifeloop.conditions.ast import SEEN_TIMES, Fact, Interaction, Selector
+from lifeloop.conditions.evaluator import MISSING, EventFilter, iso_week, lookup
+from lifeloop.conditions.facts import fact_value
 from lifeloop.events.models import events
 from lifeloop.lifecycle.models import profile_stages
 from lifeloop.profiles.computed import (
@@ -62,6 +63,9 @@ class MemoryProfile:
     tags: Mapping[str, datetime | None] = field(default_factory=dict)
     stages: Mapping[str, str] = field(default_factory=dict)
     segments: frozenset[str] = frozenset()
+    # Engagement facts by call (``Fact("points")``, ``Fact("coupon_unused", "day7")``); one not given
+    # reads as a customer without any: 0, or missing for ``tier()``.
+    facts: Mapping[Fact, Any] = field(default_factory=dict)
 
     def _named(self) -> Iterable[tuple[str, ResolvedEvent]]:
         return ((event_name(e.type, e.event), e) for e in self.events)
@@ -117,6 +121,10 @@ class MemoryProfile:
 
     def in_segment(self, key: str) -> bool:
         return key in self.segments
+
+    def fact(self, fact: Fact) -> Any:
+        value = self.facts.get(fact, None if fact.name == "tier" else 0)
+        return MISSING if value is None else value
 
 
 class StoredProfile:
@@ -255,6 +263,13 @@ class StoredProfile:
     def in_segment(self, key: str) -> bool:
         keys = self._once("segments", self._segment_keys)
         return key in keys
+
+    def fact(self, fact: Fact) -> Any:
+        value = self._once(
+            ("fact", fact),
+            lambda: fact_value(self.conn, self.workspace_id, self.profile_id, fact, now=self._now),
+        )
+        return MISSING if value is None else value
 
     def _segment_keys(self) -> set[str]:
         query = (

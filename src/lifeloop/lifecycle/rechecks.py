@@ -46,6 +46,7 @@ from lifeloop.conditions.ast import (
     Count,
     DaysSince,
     EventTime,
+    Fact,
     Interaction,
     Literal,
     Seen,
@@ -55,6 +56,7 @@ from lifeloop.conditions.ast import (
     walk,
 )
 from lifeloop.conditions.evaluator import next_iso_week
+from lifeloop.conditions.facts import provider
 from lifeloop.conditions.views import matches
 from lifeloop.events.models import events
 from lifeloop.lifecycle.models import lifecycle_rechecks
@@ -144,6 +146,10 @@ def next_recheck(
             last = view.seen("last_interaction")
             if last is not None and last > now - (node.weeks + 1) * 7 * DAY:
                 moments.append(next_iso_week(now))
+        elif isinstance(node, Fact):  # a coupon or points lot expiring, a streak breaking at midnight
+            at = provider(node).next_change(conn, workspace_id, profile_id, node, now=now)
+            if at is not None:
+                moments.append(at)
     ahead = [m for m in moments if m > now]
     return min(ahead) if ahead else None
 
@@ -298,6 +304,7 @@ def recheck_candidates(
     thresholds: dict[tuple[str, Selector | None], set[int]] = {}
     windows: dict[tuple[Selector, timedelta], None] = {}  # ordered, without repeats
     weeks: set[int] = set()
+    facts: dict[Fact, None] = {}
     for condition in conditions:
         for node in walk(condition):
             if isinstance(node, Compare):
@@ -319,6 +326,8 @@ def recheck_candidates(
                     windows[(selector, window)] = None
             elif isinstance(node, ActiveWeeks):
                 weeks.add(node.weeks)
+            elif isinstance(node, Fact):
+                facts[node] = None
     keys = list(thresholds) + ([SEEN_TIMES["last_interaction"]] if weeks else [])
     plan.build(list(dict.fromkeys(keys)), list(windows))
     candidates: list[Select[Any]] = []
@@ -327,6 +336,10 @@ def recheck_candidates(
     for n in sorted(weeks):
         candidates += plan.week_boundary(n)
     candidates += [plan.thresholds(key, days) for key, days in thresholds.items()]
+    for fact in facts:  # the engagement programme's moments (conditions.facts)
+        moments = provider(fact).change_moments(conn, workspace_id, fact, now=now, low=low, high=high)
+        if moments is not None:
+            candidates.append(moments)
     return plan, candidates
 
 

@@ -242,6 +242,7 @@ def batch_stages(
         now=now,
         dialect=conn.dialect.name,
         id_range=id_range,
+        conn=conn,
     )
     branches = [(test, literal(stage.key)) for test, stage in zip(compiled.tests, model.stages, strict=True)]
     stage_of = case(*branches, else_=None).label("stage")
