@@ -473,3 +473,53 @@ def test_a_columnar_recompute_gives_the_sql_recomputes_segments_and_rechecks(
         conn.execute(sa.delete(audience_rechecks).where(audience_rechecks.c.workspace_id == ws))
     recompute_workspace(engine, ws, analytics_path=tmp_path / "copy.duckdb", now=NOW)
     assert state() == by_sql
+
+
+def test_without_a_tier_programme_the_tier_is_missing_on_every_back_end(
+    client: TestClient, engine: sa.Engine, brand: Brand, tmp_path: Path
+) -> None:
+    ws = brand.workspace_id
+    ids = set(customers(client, brand, "ann", "bob"))
+    copy = tmp_path / "copy.duckdb"
+    sync(engine, copy, workspace_id=ws)
+    with engine.connect() as conn, Workspace(engine, ws, copy, now=NOW) as columnar:
+        for text, expected in (
+            ('tier() == "member"', set()),
+            ('not tier() == "vip"', ids),
+            ('tier() != "x"', set()),
+        ):
+            condition = parse(text)
+            assert {p for p in ids if evaluate(condition, StoredProfile(conn, ws, p, now=NOW))} == expected
+            assert set(matching_profiles(conn, ws, condition, now=NOW)) == expected, text
+            assert set(columnar.matching(condition, conn=conn)) == expected, text
+
+
+STREAK_MODEL = """
+key: habit
+name: {zh-CN: 习惯, en: Habit}
+stages:
+  - {key: regular, name: {zh-CN: 常客, en: Regular}, when: 'checkin_streak() >= 3'}
+  - {key: casual, name: {zh-CN: 偶尔, en: Casual}, when: "true"}
+"""
+
+
+def test_a_lifecycle_stage_on_the_streak_follows_check_ins_and_breaks_at_midnight(
+    client: TestClient, engine: sa.Engine, brand: Brand
+) -> None:
+    from lifeloop.lifecycle import service as lifecycle
+
+    ws = brand.workspace_id
+    (ann,) = customers(client, brand, "ann", now=NOW - 3 * DAY)
+    with engine.begin() as conn:
+        lifecycle.install_model(conn, ws, STREAK_MODEL)
+
+    def stage() -> str | None:
+        with engine.connect() as conn:
+            return lifecycle.current_stages(conn, ws, "habit", [ann]).get(ann)
+
+    for back in (2, 1, 0):
+        with engine.begin() as conn:
+            check_in(conn, ws, ann, now=NOW - back * DAY)
+        assert stage() == ("regular" if back == 0 else "casual")
+    lifecycle.sweep(engine, ws, now=NOW + 2 * DAY)  # two local midnights later: broken
+    assert stage() == "casual"
