@@ -34,6 +34,8 @@ METRIC_CASES: list[tuple[str, dict[str, Any]]] = [
     ("new_users", {"start": day(30), "end": day(60)}),
     ("active_users", {"start": day(30), "end": day(40)}),
     ("active_users", {"start": day(0), "end": day(149)}),
+    ("churn_rate", {"start": day(20), "end": day(140), "period": "month"}),
+    ("churn_rate", {"start": day(35), "end": day(90), "period": "week"}),
 ]
 
 

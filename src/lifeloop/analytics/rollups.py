@@ -243,6 +243,19 @@ def involved_days_cte(workspace_id: int, condition: str) -> str:
 )"""
 
 
+def active_user_days_cte(workspace_id: int, since: str, until: str) -> list[str]:
+    """``user_days(user_id, day)``: each user's (survivor's) active days from ``since`` to ``until`` (SQL
+    date expressions), one row per user-day, from ``profile_days``, as the raw events' ``uev`` gives them."""
+    return [
+        *merge_ctes(workspace_id),
+        f"""user_days AS (
+    SELECT DISTINCT COALESCE(m.canonical_id, d.profile_id) AS user_id, d.day
+    FROM profile_days d LEFT JOIN merged m ON m.profile_id = d.profile_id
+    WHERE d.workspace_id = {lit(workspace_id)} AND d.active AND d.day BETWEEN {since} AND {until}
+)""",
+    ]
+
+
 def cohort_counts_cte(workspace_id: int, unit: Unit, where: str) -> list[str]:
     """``counts(first_day, k, users)``: ``cohort_counts`` of ``unit`` corrected for merges, restricted by
     ``where`` (over ``first_day`` and ``k``). Rows may repeat a (first_day, k): readers sum them."""

@@ -32,15 +32,9 @@ class ActiveUsers(Metric):
         read as their survivor); not with population filters."""
         if self.filtered:
             return None
-        from lifeloop.analytics.rollups import merge_ctes
+        from lifeloop.analytics.rollups import active_user_days_cte
 
-        ctes = merge_ctes(self.workspace_id)
-        ctes.append(f"""user_days AS (
-    SELECT DISTINCT COALESCE(m.canonical_id, d.profile_id) AS user_id, d.day
-    FROM profile_days d LEFT JOIN merged m ON m.profile_id = d.profile_id
-    WHERE d.workspace_id = {lit(self.workspace_id)} AND d.active
-      AND d.day BETWEEN {shift(lit(self.start), -29)} AND {lit(self.end)}
-)""")
+        ctes = active_user_days_cte(self.workspace_id, shift(lit(self.start), -29), lit(self.end))
         return self._counted(ctes)
 
     def _counted(self, ctes: list[str]) -> str:

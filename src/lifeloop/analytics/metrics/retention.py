@@ -223,21 +223,48 @@ class ChurnRate(Metric):
 
     period: Period = "month"
 
+    def _span(self) -> tuple[date, date]:
+        """The days whose activity counts: from the period before the first one to the end of the last."""
+        first, last = period_start(self.start, self.period), period_start(self.end, self.period)
+        if self.period == "week":
+            return first - timedelta(days=7), last + timedelta(days=6)
+        before = period_start(first - timedelta(days=1), "month")
+        after = period_start(last + timedelta(days=31), "month") - timedelta(days=1)
+        return before, after
+
     def to_query(self) -> str:
+        since, until = self._span()
+        ctes = self.common_ctes()
+        ctes.append(
+            "user_days AS (SELECT DISTINCT user_id, day FROM uev WHERE interactive "
+            f"AND day BETWEEN {lit(since)} AND {lit(until)})"
+        )
+        return self._churned(ctes)
+
+    def rollup_query(self, rollups: Rollups) -> str | None:
+        """The active user-days from ``profile_days``; not with population filters."""
+        if self.filtered:
+            return None
+        from lifeloop.analytics.rollups import active_user_days_cte
+
+        since, until = self._span()
+        return self._churned(active_user_days_cte(self.workspace_id, lit(since), lit(until)))
+
+    def _churned(self, ctes: list[str]) -> str:
+        """The churn of each period from ``user_days(user_id, day)`` covering ``_span``."""
         trunc = f"'{self.period}'"
         step = "INTERVAL 7 DAY" if self.period == "week" else "INTERVAL 1 MONTH"
         first, last = period_start(self.start, self.period), period_start(self.end, self.period)
         previous = (
             shift("p.period", -7) if self.period == "week" else "CAST(p.period - INTERVAL 1 MONTH AS DATE)"
         )
-        ctes = self.common_ctes()
         ctes.append(
             f"periods AS (SELECT CAST(d AS DATE) AS period "
             f"FROM UNNEST(GENERATE_SERIES({lit(first)}, {lit(last)}, {step})) AS t(d))"
         )
         ctes.append(
             f"active AS (SELECT DISTINCT user_id, CAST(DATE_TRUNC({trunc}, day) AS DATE) AS period "
-            "FROM uev WHERE interactive)"
+            "FROM user_days)"
         )
         return self.with_(
             ctes,
