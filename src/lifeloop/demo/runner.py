@@ -44,6 +44,7 @@ from sqlalchemy import Engine
 from lifeloop.analytics.refresh import refresh
 from lifeloop.analytics.store import default_path
 from lifeloop.config import get_settings
+from lifeloop.demo.engagement import install_engagement, issue_demo_coupons
 from lifeloop.demo.line_imitation import LineImitation
 from lifeloop.demo.setup import (
     LINE_PLAYBOOKS,
@@ -255,6 +256,7 @@ def _prepare_workspace(engine: Engine) -> _Credentials:
         except NotFound:
             workspace = create_workspace(conn, slug=WORKSPACE, name=BRAND, timezone="Asia/Taipei")
             line_only_policy(conn, workspace.id)
+        install_engagement(conn, workspace.id, now=utcnow())
         if active_model(conn, workspace.id) is None:  # the brand's customers are LINE friends
             install_preset(conn, workspace.id, "line")
         taken = {s.name for s in list_sources(conn, workspace.id)}
@@ -422,6 +424,8 @@ def _load(
         phases.done("send the history")
         _place(engine, credentials.workspace_id, progress, "placing it on profiles")
         phases.done("place the history on profiles")
+        issued = issue_demo_coupons(engine, credentials.workspace_id, now=utcnow())
+        progress.console.print(f"{issued} welcome and day-7 coupons issued")
         with engine.begin() as conn:
             install_playbooks(conn, credentials.workspace_id)
         progress.console.print(f"{len(LINE_PLAYBOOKS)} LINE journey playbooks installed and published")
