@@ -443,34 +443,44 @@ def test_a_change_made_while_the_resolver_holds_the_workspace_is_rechecked_by_th
     assert _members(engine, ws, "rich") == {ann}
 
 
-def test_a_columnar_recompute_gives_the_sql_recomputes_segments_and_rechecks(
+def test_a_columnar_recompute_gives_the_sql_recomputes_stages_segments_and_rechecks(
     client: TestClient, engine: sa.Engine, brand: Brand, tmp_path: Path
 ) -> None:
+    from lifeloop.lifecycle import service as lifecycle
+    from lifeloop.lifecycle.models import lifecycle_rechecks, profile_stages
+
     ws = brand.workspace_id
     people = _programme(engine, brand, client)
     with engine.begin() as conn:
         for n, text in enumerate(CONDITIONS):
             create_segment(conn, ws, f"s{n}", None, text)
+        lifecycle.install_model(conn, ws, STREAK_MODEL)
 
-    def state() -> tuple[dict[str, set[int]], dict[int, datetime]]:
+    def rows(table: sa.Table, *columns: str) -> set[tuple[Any, ...]]:
         with engine.connect() as conn:
-            rechecks = dict(
-                conn.execute(
-                    sa.select(audience_rechecks.c.profile_id, audience_rechecks.c.recheck_at).where(
-                        audience_rechecks.c.workspace_id == ws
-                    )
-                ).all()
-            )
-        return {f"s{n}": _members(engine, ws, f"s{n}") for n in range(len(CONDITIONS))}, rechecks
+            query = sa.select(*(table.c[c] for c in columns)).where(table.c.workspace_id == ws)
+            return {tuple(r) for r in conn.execute(query)}
+
+    def state() -> dict[str, Any]:
+        return {
+            "members": {f"s{n}": _members(engine, ws, f"s{n}") for n in range(len(CONDITIONS))},
+            "rechecks": rows(audience_rechecks, "profile_id", "recheck_at"),
+            "stages": rows(profile_stages, "profile_id", "stage"),
+            "stage_rechecks": rows(lifecycle_rechecks, "profile_id", "recheck_at"),
+        }
 
     recompute_workspace(engine, ws, analytics_path=None, now=NOW)
     by_sql = state()
     for n, text in enumerate(CONDITIONS):
-        assert by_sql[0][f"s{n}"] == {people[name] for name in EXPECTED[text]}, text
-    assert by_sql[1][people["ann"]] == datetime(2026, 12, 7, 16, 0, tzinfo=UTC)  # her streak's midnight
-    with engine.begin() as conn:  # start the columnar one from nothing
-        conn.execute(sa.delete(segment_members).where(segment_members.c.workspace_id == ws))
-        conn.execute(sa.delete(audience_rechecks).where(audience_rechecks.c.workspace_id == ws))
+        assert by_sql["members"][f"s{n}"] == {people[name] for name in EXPECTED[text]}, text
+    midnight = datetime(2026, 12, 7, 16, 0, tzinfo=UTC)  # ann's streak can break at the next one
+    assert (people["ann"], midnight) in by_sql["rechecks"] and (people["ann"], midnight) in by_sql[
+        "stage_rechecks"
+    ]
+    assert (people["ann"], "regular") in by_sql["stages"] and (people["bob"], "casual") in by_sql["stages"]
+    with engine.begin() as conn:  # the columnar one starts from nothing
+        for table in (segment_members, audience_rechecks, profile_stages, lifecycle_rechecks):
+            conn.execute(sa.delete(table).where(table.c.workspace_id == ws))
     recompute_workspace(engine, ws, analytics_path=tmp_path / "copy.duckdb", now=NOW)
     assert state() == by_sql
 
