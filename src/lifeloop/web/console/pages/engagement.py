@@ -64,6 +64,9 @@ DONE = {  # ?done=… after a write: what the page says
     "awarded": N_("Points awarded."),
     "spent": N_("Points spent."),
     "saved": N_("Settings saved."),
+    "advisor": N_("Advisor added."),
+    "rule": N_("Rule saved."),
+    "task": N_("Task updated."),
 }
 HISTORY_ROWS = 50
 

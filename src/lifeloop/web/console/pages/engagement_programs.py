@@ -27,12 +27,11 @@ from lifeloop.web.console.auth import Editor, Reader
 from lifeloop.web.console.i18n import N_
 from lifeloop.web.console.pages.customers import display_name
 from lifeloop.web.console.pages.data import fresh
-from lifeloop.web.console.pages.engagement import DONE, as_yaml, audit, engagement_page, read_yaml, whole
+from lifeloop.web.console.pages.engagement import as_yaml, audit, engagement_page, read_yaml, whole
 from lifeloop.web.deps import Conn, EngineDep
 
 router = APIRouter(include_in_schema=False)
 
-DONE.update({"advisor": N_("Advisor added."), "rule": N_("Rule saved."), "task": N_("Task updated.")})
 METHOD_LABELS = {
     "wecom_contact": N_("The advisor the customer added on WeCom"),
     "store": N_("Round-robin among the advisors of the customer's store"),
