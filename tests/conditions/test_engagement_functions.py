@@ -192,6 +192,8 @@ CONDITIONS = [
     "checkin_streak() == 0",
     "checkin_streak() > coupon_unused()",
     'points() >= 100 or (tier() == "gold" and checkin_streak() >= 2)',
+    "points() > 50 and points() < 100",  # read twice: one column of the shared values
+    'tier() == "vip" or tier() == "gold"',
 ]
 EXPECTED = {
     "points() >= 100": {"ann", "dan"},
@@ -214,6 +216,8 @@ EXPECTED = {
     "checkin_streak() == 0": {"cat", "dan"},
     "checkin_streak() > coupon_unused()": {"ann", "bob", "eve"},
     'points() >= 100 or (tier() == "gold" and checkin_streak() >= 2)': {"ann", "bob", "dan"},
+    "points() > 50 and points() < 100": {"bob", "cat"},
+    'tier() == "vip" or tier() == "gold"': {"ann", "bob"},
 }
 
 
