@@ -310,6 +310,11 @@ def test_points_earned_by_an_order_move_the_segment_in_the_resolvers_transaction
     ws = brand.workspace_id
     (ann,) = customers(client, brand, "ann")
     h = brand.bearer
+    from lifeloop.engagement.points.settings import save_section
+    from lifeloop.store.schema import utcnow
+
+    with engine.begin() as conn:  # the workspace sets up its points programme, with the default rules
+        save_section(conn, ws, "rules", {}, now=utcnow())
     assert client.get("/api/v1/points/rules", headers=h).json()["order"]["rate"] == 1  # a point a dollar
     with engine.begin() as conn:
         create_segment(conn, ws, "rich", None, "points() >= 100")

@@ -673,10 +673,14 @@ def test_step(engine: sa.Engine, brand: Brand, case: StepCase) -> None:
         case.check(world)
 
 
+# The engagement programme's steps need its coupon templates and advisors: test_engagement_steps.py.
+ENGAGEMENT_STEPS = {"issue_coupon", "award_points", "advisor_task"}
+
+
 def test_the_table_covers_every_step_type() -> None:
     union, *_field = get_args(d.Step)
     admitted = {kind for model in get_args(union) for kind in get_args(model.model_fields["type"].annotation)}
-    assert {step["type"] for case in CASES for step in case.steps} == admitted
+    assert {step["type"] for case in CASES for step in case.steps} == admitted - ENGAGEMENT_STEPS
 
 
 def test_split_arms_stay_across_versions_and_move_with_the_seed(engine: sa.Engine, brand: Brand) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, select
 
 from lifeloop.engagement.points import checkin, ledger, tasks
 from lifeloop.engagement.points.models import points_lots
-from lifeloop.engagement.points.settings import OWN_EVENTS, PointsSettings, get_settings
+from lifeloop.engagement.points.settings import OWN_EVENTS, PointsSettings, configured, get_settings
 from lifeloop.engagement.reactions import PlacedEvent
 from lifeloop.store.engine import transaction
 
@@ -147,8 +147,8 @@ def react(conn: Connection, workspace_id: int, events: Sequence[PlacedEvent], no
     """Earn by the workspace's rules, check in on request, and pay new-user tasks, in the transaction
     that placed the events. Customers are taken in id order, the order every path locks accounts in."""
     relevant = [e for e in events if e.name not in OWN_EVENTS]
-    if not relevant:
-        return
+    if not relevant or not configured(conn, workspace_id):
+        return  # a workspace earns points only once it has set up its points programme
     settings = get_settings(conn, workspace_id)
     triggers = {
         settings.rules["order"]["event"],

@@ -73,6 +73,14 @@ def _merged(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def configured(conn: Connection, workspace_id: int) -> bool:
+    """Whether the workspace has set up its points programme (saved any section of its settings)."""
+    row = conn.execute(
+        select(points_settings.c.workspace_id).where(points_settings.c.workspace_id == workspace_id)
+    ).first()
+    return row is not None
+
+
 def get_settings(conn: Connection, workspace_id: int) -> PointsSettings:
     row = conn.execute(select(points_settings).where(points_settings.c.workspace_id == workspace_id)).first()
     stored = {s: (getattr(row, s) or {}) if row is not None else {} for s in SECTIONS}
