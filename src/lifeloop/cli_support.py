@@ -1,10 +1,14 @@
-"""What every ``lifeloop`` command shares: consoles, one-sentence errors, the configured store."""
+"""What every ``lifeloop`` command shares: consoles, one-sentence errors, the configured store, JSON
+output and YAML input."""
 
 from __future__ import annotations
 
 import functools
+import json
+import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn, ParamSpec, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -13,7 +17,7 @@ from lifeloop.config import get_settings
 from lifeloop.errors import LifeloopError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -51,3 +55,30 @@ def open_engine(*, migrated: bool = True) -> Engine:
     if migrated and current_revision(engine) != head_revision():
         fail("the database is not migrated to the newest schema; run `lifeloop migrate` first")
     return engine
+
+
+def print_json(data: Any) -> None:
+    """``data`` as indented JSON on standard output (non-ASCII as is, dates and the like as text)."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML (or JSON) file, or standard input when ``path`` is ``-``; fails the command in one sentence
+    when it cannot be read or parsed."""
+    import yaml
+
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except OSError as error:
+        fail(f"cannot read {path}: {error.strerror}")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        fail(f"{path} is not YAML or JSON: {str(error).splitlines()[0]}")
+
+
+def profile_or_user_id(conn: Connection, workspace_id: int, profile: str) -> int:
+    """A command's customer argument: digits are taken as the profile id, anything else as a user id."""
+    from lifeloop.profiles.service import find_by_identity
+
+    return int(profile) if profile.isdigit() else find_by_identity(conn, workspace_id, "user_id", profile)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from lifeloop.cli_support import console, explains_errors, fail, open_engine
+from lifeloop.cli_support import console, explains_errors, fail, open_engine, print_json
 from lifeloop.workspaces.service import workspace_id_of
 
 advisors_app = typer.Typer(
@@ -28,10 +27,6 @@ KeyOption = Annotated[
     str | None, typer.Option("--key", help="Idempotency key: the same key again changes nothing.")
 ]
 AdvisorArgument = Annotated[str, typer.Argument(help="The advisor's id or WeCom userid.")]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 def _json_option(value: str | None, name: str) -> Any:
@@ -366,7 +361,7 @@ def tasks_list_command(
         rows = tasks.list_tasks(conn, ws, now=now, advisor_id=advisor_id, profile_id=pid, status=status,
                                 overdue=overdue)  # fmt: skip
     if as_json:
-        _print_json([t.as_dict(now) for t in rows])
+        print_json([t.as_dict(now) for t in rows])
         return
     table = Table("id", "customer", "advisor", "title", "status", "due", "outcome")
     for t in rows:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from lifeloop.cli_support import console, explains_errors, open_engine
+from lifeloop.cli_support import console, explains_errors, open_engine, print_json
 from lifeloop.workspaces.service import workspace_id_of
 
 coupons_app = typer.Typer(
@@ -27,10 +25,6 @@ KeyOption = Annotated[
     str, typer.Option("--key", help="Idempotency key: the same command again with it changes nothing.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a sentence or table.")]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 def _when(value: Any) -> str:
@@ -95,7 +89,7 @@ def template_create(
     with engine.begin() as conn:
         template = create_template(conn, ws, key, spec, now=utcnow())
     if as_json:
-        _print_json(template.as_dict())
+        print_json(template.as_dict())
     else:
         console.print(f"coupon template [bold]{template.key}[/] ({template.kind}) made")
 
@@ -112,7 +106,7 @@ def template_list(workspace: WorkspaceOption, as_json: JsonOption = False) -> No
     with connect(engine) as conn:
         rows = list_templates(conn, ws)
     if as_json:
-        _print_json([t.as_dict() for t in rows])
+        print_json([t.as_dict() for t in rows])
         return
     table = Table("key", "name", "kind", "value", "threshold", "validity", "issued", "code", "status")
     for t in rows:
@@ -177,7 +171,7 @@ def issue_command(
 
     coupon = transaction(engine, work)
     if as_json:
-        _print_json(coupon.as_dict())
+        print_json(coupon.as_dict())
     else:
         console.print(
             f"coupon [bold]{coupon.code}[/] ({coupon.template}) issued to profile {coupon.profile_id}, "
@@ -213,7 +207,7 @@ def redeem_command(
 
     redemption = transaction(engine, work)
     if as_json:
-        _print_json(redemption.as_dict())
+        print_json(redemption.as_dict())
     else:
         off = "" if redemption.discount is None else f", {redemption.discount:g} off"
         console.print(f"coupon [bold]{redemption.coupon.code}[/] redeemed{off}")
@@ -238,7 +232,7 @@ def list_command(
         pid = service.customer(conn, ws, profile_id=profile_id, user_id=user_id)
         rows = service.coupons_of(conn, ws, pid, now=utcnow())
     if as_json:
-        _print_json([c.as_dict() for c in rows])
+        print_json([c.as_dict() for c in rows])
         return
     table = Table("code", "template", "kind", "status", "issued", "valid from", "expires")
     for c in rows:

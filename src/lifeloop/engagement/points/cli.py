@@ -7,8 +7,6 @@ spend and make-up take ``--key``: the same key again shows the first result and 
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +15,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import Connection
 
-from lifeloop.cli_support import console, explains_errors, fail, open_engine
+from lifeloop.cli_support import console, explains_errors, fail, open_engine, print_json, read_yaml
 from lifeloop.workspaces.service import workspace_id_of
 
 points_app = typer.Typer(
@@ -32,10 +30,6 @@ CustomerArgument = Annotated[str, typer.Argument(help="A profile id, or kind:val
 KeyOption = Annotated[str, typer.Option("--key", help="Idempotency key: the same key again changes nothing.")]
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
-
-
 def _profile(conn: Connection, workspace_id: int, customer: str) -> int:
     from lifeloop.profiles.service import find_by_identity, resolve_profile_id
 
@@ -47,19 +41,6 @@ def _profile(conn: Connection, workspace_id: int, customer: str) -> int:
     return find_by_identity(conn, workspace_id, kind, value)
 
 
-def _read_mapping(path: Path) -> Any:
-    import yaml
-
-    try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-    except OSError as error:
-        fail(f"cannot read {path}: {error.strerror}")
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        fail(f"{path} is not YAML or JSON: {str(error).splitlines()[0]}")
-
-
 def _show_section(workspace: str, section: str) -> None:
     from lifeloop.engagement.points.settings import get_settings
     from lifeloop.store.engine import connect
@@ -67,7 +48,7 @@ def _show_section(workspace: str, section: str) -> None:
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
-        _print_json(get_settings(conn, ws).section(section))
+        print_json(get_settings(conn, ws).section(section))
 
 
 def _save_section(workspace: str, section: str, path: Path) -> None:
@@ -75,10 +56,10 @@ def _save_section(workspace: str, section: str, path: Path) -> None:
     from lifeloop.store.engine import transaction
     from lifeloop.store.schema import utcnow
 
-    values = _read_mapping(path)
+    values = read_yaml(path)
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
-    _print_json(transaction(engine, lambda conn: save_section(conn, ws, section, values, now=utcnow())))
+    print_json(transaction(engine, lambda conn: save_section(conn, ws, section, values, now=utcnow())))
 
 
 # Points ------------------------------------------------------------------------------------------------
@@ -212,7 +193,7 @@ def tasks_command(customer: CustomerArgument, workspace: WorkspaceOption) -> Non
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
-        _print_json(task_progress(conn, ws, _profile(conn, ws, customer), now=utcnow()))
+        print_json(task_progress(conn, ws, _profile(conn, ws, customer), now=utcnow()))
 
 
 @points_app.command("task-settings")
@@ -290,7 +271,7 @@ def streak_command(customer: CustomerArgument, workspace: WorkspaceOption) -> No
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
-        _print_json(streak_summary(conn, ws, _profile(conn, ws, customer), now=utcnow()))
+        print_json(streak_summary(conn, ws, _profile(conn, ws, customer), now=utcnow()))
 
 
 @checkin_app.command("config")

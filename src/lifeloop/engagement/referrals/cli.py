@@ -3,16 +3,22 @@ referrals and the leaderboard."""
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from lifeloop.cli_support import console, explains_errors, fail, open_engine
+from lifeloop.cli_support import (
+    console,
+    explains_errors,
+    fail,
+    open_engine,
+    print_json,
+    profile_or_user_id,
+    read_yaml,
+)
 from lifeloop.workspaces.service import workspace_id_of
 
 referrals_app = typer.Typer(
@@ -22,16 +28,6 @@ program_app = typer.Typer(help="The referral programme's landing page and reward
 referrals_app.add_typer(program_app, name="program")
 WorkspaceOption = Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]
 ProfileArgument = Annotated[str, typer.Argument(help="A profile id, or a user id.")]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
-
-
-def _profile_id(conn: Any, workspace_id: int, profile: str) -> int:
-    from lifeloop.profiles.service import find_by_identity
-
-    return int(profile) if profile.isdigit() else find_by_identity(conn, workspace_id, "user_id", profile)
 
 
 @program_app.command("show")
@@ -44,7 +40,7 @@ def show_program(workspace: WorkspaceOption) -> None:
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
-        _print_json(service.require_program(conn, ws).as_dict())
+        print_json(service.require_program(conn, ws).as_dict())
 
 
 @program_app.command("set")
@@ -54,17 +50,10 @@ def set_program(
     workspace: WorkspaceOption,
 ) -> None:
     """Save the landing URL and the rewards of both sides (checked first: a wrong field changes nothing)."""
-    import yaml
-
     from lifeloop.engagement.referrals import service
     from lifeloop.store.schema import utcnow
 
-    try:
-        config = yaml.safe_load(sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8"))
-    except OSError as error:
-        fail(f"cannot read {path}: {error.strerror}")
-    except yaml.YAMLError as error:
-        fail(f"{path} is not YAML or JSON: {str(error).splitlines()[0]}")
+    config = read_yaml(path)
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
     with engine.begin() as conn:
@@ -84,7 +73,7 @@ def code_command(profile: ProfileArgument, workspace: WorkspaceOption) -> None:
     ws = workspace_id_of(engine, workspace)
     with engine.begin() as conn:
         program = service.require_program(conn, ws)
-        code = service.code_for(conn, ws, _profile_id(conn, ws, profile), now=utcnow())
+        code = service.code_for(conn, ws, profile_or_user_id(conn, ws, profile), now=utcnow())
     link = service.link_for(program, code, get_settings().public_url)
     console.print(code if link is None else f"{code}  {link}")
 
@@ -108,7 +97,7 @@ def attribute_command(
         referral = service.attribute(
             conn,
             ws,
-            _profile_id(conn, ws, profile),
+            profile_or_user_id(conn, ws, profile),
             code,
             message_id=f"api:{key}",
             device_id=device,
@@ -132,7 +121,7 @@ def show_command(profile: ProfileArgument, workspace: WorkspaceOption) -> None:
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
-        _print_json(service.referrals_of(conn, ws, _profile_id(conn, ws, profile)))
+        print_json(service.referrals_of(conn, ws, profile_or_user_id(conn, ws, profile)))
 
 
 @referrals_app.command("leaderboard")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from lifeloop.cli_support import console, explains_errors, fail, open_engine
+from lifeloop.cli_support import (
+    console,
+    explains_errors,
+    open_engine,
+    print_json,
+    profile_or_user_id,
+    read_yaml,
+)
 from lifeloop.workspaces.service import workspace_id_of
 
 tiers_app = typer.Typer(help="Member tiers (会员等级) and the member day.", no_args_is_help=True)
@@ -17,29 +22,6 @@ program_app = typer.Typer(help="The tier ladder and its rules.", no_args_is_help
 tiers_app.add_typer(program_app, name="program")
 WorkspaceOption = Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]
 ProfileArgument = Annotated[str, typer.Argument(help="A profile id, or a user id.")]
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
-
-
-def read_config(path: Path) -> Any:
-    import yaml
-
-    try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-    except OSError as error:
-        fail(f"cannot read {path}: {error.strerror}")
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        fail(f"{path} is not YAML or JSON: {str(error).splitlines()[0]}")
-
-
-def profile_id_of(conn: Any, workspace_id: int, profile: str) -> int:
-    from lifeloop.profiles.service import find_by_identity
-
-    return int(profile) if profile.isdigit() else find_by_identity(conn, workspace_id, "user_id", profile)
 
 
 @program_app.command("show")
@@ -65,7 +47,7 @@ def set_program(
     from lifeloop.engagement.tiers import service
     from lifeloop.store.schema import utcnow
 
-    config = read_config(path)
+    config = read_yaml(path)
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
     with engine.begin() as conn:
@@ -84,7 +66,7 @@ def show_command(profile: ProfileArgument, workspace: WorkspaceOption) -> None:
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
-        print_json(service.status(conn, ws, profile_id_of(conn, ws, profile), now=utcnow()))
+        print_json(service.status(conn, ws, profile_or_user_id(conn, ws, profile), now=utcnow()))
 
 
 @tiers_app.command("history")
@@ -97,7 +79,7 @@ def history_command(profile: ProfileArgument, workspace: WorkspaceOption) -> Non
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
-        print_json(service.history(conn, ws, profile_id_of(conn, ws, profile)))
+        print_json(service.history(conn, ws, profile_or_user_id(conn, ws, profile)))
 
 
 @tiers_app.command("sweep")
