@@ -13,12 +13,10 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, case, func, select, update
 
-from lifeloop.analytics.state_copy import Later
-from lifeloop.analytics.sync import sync
 from lifeloop.audience.definitions import (
     SEGMENT,
     TAG_RULE,
@@ -41,7 +39,6 @@ from lifeloop.audience.state import (
     set_memberships,
     tag_values,
 )
-from lifeloop.columnar import Workspace
 from lifeloop.conditions import matching_profiles
 from lifeloop.conditions.ast import InStage
 from lifeloop.conditions.columnar import ColumnarPlan, text, timestamp
@@ -57,6 +54,9 @@ from lifeloop.store.engine import connect, transaction
 from lifeloop.store.locks import RESOLUTION, lock_workspace
 from lifeloop.store.rows import IN_CHUNK, delete_in, fetch_tuples, insert_rows
 from lifeloop.store.schema import utcnow
+
+if TYPE_CHECKING:  # DuckDB and pyarrow load only where a columnar copy is really used
+    from lifeloop.columnar import Workspace
 
 
 def _event_tag_targets(
@@ -321,6 +321,9 @@ def recompute_audience(
         _columnar_rechecks(engine, columnar_copy, chunk_size=chunk_size, on_progress=on_progress)
         return changes
     if analytics_path is not None:
+        from lifeloop.analytics.sync import sync  # pandas and DuckDB: only for the columnar path
+        from lifeloop.columnar import Workspace
+
         sync(engine, analytics_path, workspace_id=workspace_id, profile_map=False)
         with Workspace(engine, workspace_id, analytics_path, now=now) as columnar:
             changes = _rebuild(engine, workspace_id, now=now, event_tags=event_tags, columnar=columnar)
@@ -384,6 +387,8 @@ def _columnar_rechecks(
     """``_write_rechecks`` for every live profile on the columnar copy: the conditions' moments in DuckDB,
     with the tag expiries and (when a condition reads a stage) the lifecycle rechecks as stored
     (``Workspace.state``); only the rechecks that differ from the stored ones are written."""
+    from lifeloop.analytics.state_copy import Later  # DuckDB: only for the columnar path
+
     ws, now = columnar.workspace_id, columnar.now
     a = audience_rechecks.c
     with connect(engine) as conn:

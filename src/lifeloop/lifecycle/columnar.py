@@ -13,16 +13,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, select
 
-from lifeloop.columnar import Workspace
 from lifeloop.conditions.columnar import text
 from lifeloop.lifecycle.bulk import StageChange, record_changes, replace_rechecks
 from lifeloop.lifecycle.definition import LifecycleModel
 from lifeloop.lifecycle.models import profile_stages
 from lifeloop.store.engine import transaction
 from lifeloop.store.rows import IN_CHUNK
+
+if TYPE_CHECKING:  # DuckDB and pyarrow load only where a columnar copy is really used
+    from lifeloop.columnar import Workspace
 
 
 def aware(moment: datetime | None) -> datetime | None:

@@ -19,12 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, case, delete, func, insert, literal, select, update
 
-from lifeloop.analytics.sync import sync
-from lifeloop.columnar import Workspace
 from lifeloop.conditions import StoredProfile
 from lifeloop.conditions.sql import compile_conditions
 from lifeloop.errors import NotFound
@@ -38,6 +36,9 @@ from lifeloop.profiles.models import profiles
 from lifeloop.store.engine import connect, transaction
 from lifeloop.store.locks import RESOLUTION, lock_workspace
 from lifeloop.store.schema import utcnow
+
+if TYPE_CHECKING:  # DuckDB and pyarrow load only where a columnar copy is really used
+    from lifeloop.columnar import Workspace
 
 __all__ = ["ENTERED", "EXITED", "StageChange"]  # re-exported for callers of this module
 
@@ -340,6 +341,9 @@ def recompute(
             engine, columnar_copy, model, chunk_size=chunk_size, on_progress=on_progress, clock=clock
         )
     if analytics_path is not None:
+        from lifeloop.analytics.sync import sync  # pandas and DuckDB: only for the columnar path
+        from lifeloop.columnar import Workspace
+
         sync(engine, analytics_path, workspace_id=workspace_id, profile_map=False)
         clock("sync", started)
         with Workspace(engine, workspace_id, analytics_path, now=now) as copy:

@@ -53,8 +53,10 @@ def test_sends_are_paced_by_the_channel_rate_limit(
     assert len(webhook.accepted) == 30
     # 5 at once, then 25 more at 20 per second: at least 1.25 s from first to last.
     assert stamps[-1] - stamps[0] >= 1.1  # the first request reaches the provider a moment after its slot
-    for i in range(len(stamps) - 10):  # never more than 5 + 20/s in any stretch
-        assert stamps[i + 10] - stamps[i] >= (10 - 5) / 20 - 0.05
+    # Never more than 5 + 20/s in any stretch. The stamps are arrival times at the imitation, so one
+    # request held up on its way (a busy machine, 2 cores) shortens the stretch it starts: 0.1 s of slack.
+    for i in range(len(stamps) - 10):
+        assert stamps[i + 10] - stamps[i] >= (10 - 5) / 20 - 0.1
 
 
 def test_the_sending_threads_wait_for_their_slots_side_by_side(
