@@ -96,12 +96,16 @@ def preview(
     )
     matching = query.subquery()
     count = conn.execute(select(func.count()).select_from(matching)).scalar_one()
-    listed = select(profiles.c.id, profiles.c.user_id, profiles.c.traits).where(
-        profiles.c.workspace_id == workspace_id, profiles.c.id.in_(select(matching.c.id))
-    )
+    # The page is cut from the matches themselves (in id order, through the primary key), so only its
+    # ``limit`` ids reach the profiles table: an IN over every match costs 0.4 s at a million profiles.
+    page = select(matching.c.id).distinct()
     if after_id is not None:
-        listed = listed.where(profiles.c.id > after_id)
-    first = conn.execute(listed.order_by(profiles.c.id).limit(limit))
+        page = page.where(matching.c.id > after_id)
+    page = page.order_by(matching.c.id).limit(limit)
+    listed = select(profiles.c.id, profiles.c.user_id, profiles.c.traits).where(
+        profiles.c.workspace_id == workspace_id, profiles.c.id.in_(page.scalar_subquery())
+    )
+    first = conn.execute(listed.order_by(profiles.c.id))
     return {"count": int(count), "profiles": [_person(r) for r in first]}
 
 

@@ -6,13 +6,17 @@ ladder with a monthly member day, a referral programme, and two advisors with se
 ``install_engagement`` runs before the history is placed, so the history's orders earn points, raise
 tiers and tag VIPs (whose advisors get tasks) as a real brand's would. ``issue_demo_coupons`` runs after
 it: the welcome gift to customers who have not bought yet and the day-7 coupon to one-order customers
-(the simulator's last days then redeem some of them by their codes). Every step is idempotent: a re-run
-of ``lifeloop demo`` creates nothing twice.
+(the simulator's last days then redeem some of them by their codes). ``referral_messages`` are the
+friends loyal customers invited, sent through the ingest API with the last days, so the referral
+programme attributes, guards and rewards them as it would a real brand's; ``demo_checkins`` is the last
+week of the app's daily check-in button. Every step is idempotent: a re-run of ``lifeloop demo`` creates
+nothing twice.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import random
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -23,10 +27,12 @@ from lifeloop.audience import query as audience_query
 from lifeloop.engagement.advisors import service as advisors
 from lifeloop.engagement.coupons import service as coupons
 from lifeloop.engagement.coupons import templates as coupon_templates
+from lifeloop.engagement.points import checkin
 from lifeloop.engagement.points.settings import save_section
 from lifeloop.engagement.referrals import service as referrals
 from lifeloop.engagement.tiers import service as tiers
 from lifeloop.errors import NotFound
+from lifeloop.events.own import gathered
 from lifeloop.store.engine import transaction
 
 # The simulator's orders carry these codes (WELCOME-50 on a first order, MEMBERDAY-100 around the 8th):
@@ -80,6 +86,11 @@ VIP_TASK: dict[str, Any] = {
     "due_hours": 24,
 }
 DEMO_COUPONS = 100  # customers given each of the welcome and day-7 coupons after the history
+REFERRERS = 12  # loyal customers who shared their invite code
+REFERRED_FRIENDS = 40  # friends who joined with a code; every second one has ordered since
+EXISTING_WITH_A_CODE = 2  # customers with orders who typed a friend's code anyway (refused)
+CHECKIN_CUSTOMERS = 120  # repeat buyers who use the app's daily check-in
+CHECKIN_DAYS = 7
 
 
 def _audit(conn: Connection, workspace_id: int, action: str, target: str) -> None:
@@ -132,5 +143,83 @@ def issue_demo_coupons(engine: Engine, workspace_id: int, *, now: datetime) -> i
                     continue
                 issued += coupon.issued_at == now
         return issued
+
+    return transaction(engine, work)
+
+
+def _referrers(conn: Connection, workspace_id: int, now: datetime) -> list[str]:
+    """The invite codes of the loyal customers who share them (made on first asking, as the app would)."""
+    found = audience_query.preview(
+        conn, workspace_id, 'count("Order Completed") >= 3', now=now, limit=REFERRERS
+    )
+    return [referrals.code_for(conn, workspace_id, int(r["profile_id"]), now=now) for r in found["profiles"]]
+
+
+def referral_messages(engine: Engine, workspace_id: int, *, now: datetime, seed: int) -> list[dict[str, Any]]:
+    """What the brand's site reports of the invited friends: each joins (an ``identify`` carrying the
+    landing link's code, from a device of their own) and every second one places a first order hours
+    later; two existing customers type a code too, which the programme refuses. Message ids follow the
+    seed, so a re-run sends only duplicates. Identifies come before the orders (the order they are sent)."""
+    rnd = random.Random(seed)
+
+    def work(conn: Connection) -> tuple[list[str], list[str]]:
+        codes = _referrers(conn, workspace_id, now)
+        one_order = audience_query.preview(  # never a referrer (they have three orders or more)
+            conn, workspace_id, 'count("Order Completed") == 1', now=now, limit=EXISTING_WITH_A_CODE
+        )["profiles"]
+        return codes, [str(r["user_id"]) for r in one_order if r["user_id"]]
+
+    codes, existing_users = transaction(engine, work)
+    if not codes:
+        return []
+    context = {"library": {"name": "lifeloop-demo", "version": "1.0"}, "timezone": "Asia/Taipei"}
+    joins: list[dict[str, Any]] = []
+    orders: list[dict[str, Any]] = []
+    for i in range(REFERRED_FRIENDS):
+        code = codes[min(int(rnd.expovariate(0.4)), len(codes) - 1)]  # a few referrers bring most friends
+        user, joined = f"friend-{seed}-{i:03d}", now - timedelta(hours=rnd.uniform(6, 40))
+        joins.append({
+            "type": "identify", "userId": user, "messageId": f"demo-{seed}-referral-join-{i}",
+            "timestamp": joined.isoformat(),
+            "traits": {"name": f"好友 {i + 1:02d}", "email": f"{user}@example.net", "referral_code": code},
+            "context": {**context, "device": {"id": f"demo-device-{seed}-{i}"}, "campaign": {"ref": code}},
+        })  # fmt: skip
+        if i % 2 == 0:
+            revenue = rnd.choice((680, 890, 1280, 1560))
+            orders.append({
+                "type": "track", "userId": user, "event": "Order Completed",
+                "messageId": f"demo-{seed}-referral-order-{i}",
+                "timestamp": min(joined + timedelta(hours=rnd.uniform(1, 5)), now).isoformat(),
+                "properties": {"order_id": f"R{seed}-{i:04d}", "revenue": revenue, "currency": "TWD"},
+                "context": {**context, "device": {"id": f"demo-device-{seed}-{i}"}},
+            })  # fmt: skip
+    for i, user in enumerate(existing_users):
+        joins.append({
+            "type": "identify", "userId": user, "messageId": f"demo-{seed}-referral-existing-{i}",
+            "timestamp": (now - timedelta(hours=3)).isoformat(), "traits": {"referral_code": codes[0]},
+            "context": context,
+        })  # fmt: skip
+    return joins + orders
+
+
+def demo_checkins(engine: Engine, workspace_id: int, *, now: datetime, seed: int) -> int:
+    """The last week of daily check-ins by repeat buyers, day by day as the app's button records them
+    (each day checked in at that day's moment, so streaks and their bonuses build as they would); how
+    many check-ins were new. Some skip days, so streaks differ."""
+    rnd = random.Random(seed)
+
+    def work(conn: Connection) -> int:
+        found = audience_query.preview(
+            conn, workspace_id, 'count("Order Completed") >= 2', now=now, limit=CHECKIN_CUSTOMERS
+        )
+        habits = {int(r["profile_id"]): rnd.choice((0.95, 0.8, 0.6, 0.35)) for r in found["profiles"]}
+        done = 0
+        with gathered(conn, workspace_id):  # their Checked In and Points Earned events in one batch
+            for days_ago in range(CHECKIN_DAYS - 1, -1, -1):
+                moment = now - timedelta(days=days_ago, minutes=rnd.uniform(0, 30))
+                for pid, habit in habits.items():
+                    if rnd.random() < habit:
+                        done += not checkin.check_in(conn, workspace_id, pid, now=moment).already
+        return done
 
     return transaction(engine, work)

@@ -44,7 +44,7 @@ from sqlalchemy import Engine
 from lifeloop.analytics.refresh import refresh
 from lifeloop.analytics.store import default_path
 from lifeloop.config import get_settings
-from lifeloop.demo.engagement import install_engagement, issue_demo_coupons
+from lifeloop.demo.engagement import demo_checkins, install_engagement, issue_demo_coupons, referral_messages
 from lifeloop.demo.line_imitation import LineImitation
 from lifeloop.demo.setup import (
     LINE_PLAYBOOKS,
@@ -432,6 +432,16 @@ def _load(
         phases.done("install the journeys")
         sender.send(simulation.messages(cut), f"sending the last {hours} h", len(simulation) - cut)
         _place(engine, credentials.workspace_id, progress, "placing it, journeys live")
+        friends = referral_messages(engine, credentials.workspace_id, now=utcnow(), seed=simulation.seed)
+        joins = [m for m in friends if m["type"] == "identify"]  # placed before their orders
+        sender.send(iter(joins), "sending invited friends", len(joins))
+        _place(engine, credentials.workspace_id, progress, "placing them")
+        sender.send(iter(friends[len(joins) :]), "sending their first orders", len(friends) - len(joins))
+        _place(engine, credentials.workspace_id, progress, "placing them")
+        checked = demo_checkins(engine, credentials.workspace_id, now=utcnow(), seed=simulation.seed)
+        progress.console.print(
+            f"{len(joins)} sign-ups with an invite code; {checked} daily check-ins in the last week"
+        )
         phases.done("send and place the last days, journeys live")
     showcase = simulation.showcase()
     profile_id = (
@@ -447,7 +457,7 @@ def _load(
         customers=summary.customers,
         days=simulation.world.days,
         end=datetime.fromtimestamp(simulation.world.end_ms / 1000, UTC),
-        events=len(simulation),
+        events=len(simulation) + len(friends),
         accepted=sender.accepted,
         duplicates=sender.duplicates,
         seconds=sender.seconds,

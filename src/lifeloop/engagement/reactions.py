@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from lifeloop.events.messages import Message
+from lifeloop.events.own import gathered
 from lifeloop.profiles.computed import event_name
 from lifeloop.store.schema import utcnow
 
@@ -56,8 +57,9 @@ def react(conn: Connection, workspace_id: int, events: Sequence[PlacedEvent], *,
     """Let every part of the programme react to events just placed on their profiles."""
     if not events:
         return
-    for reaction in _reactions():
-        reaction(conn, workspace_id, events, now)
+    with gathered(conn, workspace_id):  # the programme's events reach their listeners in one batch
+        for reaction in _reactions():
+            reaction(conn, workspace_id, events, now)
 
 
 def on_own_events(conn: Connection, workspace_id: int, placed: Sequence[tuple[int, Message]]) -> None:

@@ -193,6 +193,7 @@ def test_the_customer_page_shows_who_they_are_and_what_happened(
     assert "LINE user ID" in identities and "U4af4980629" in identities and "mei@example.com" in identities
     assert "Loyal repeat buyer" in html.split('id="stage"')[1].split("</div>")[0]
     assert "Loyal repeat buyer" in html.split('id="stage-history"')[1]
+    assert "an event" in html.split('id="stage-history"')[1].split("</table>")[0]  # why, in words
     events = html.split('id="events"')[1].split("</ul>")[0]
     assert "Order Completed" in events and "A-77" in events
     assert events.index("Order Completed") < events.index("identify")  # newest first
@@ -352,3 +353,4 @@ def test_the_customer_pages_speak_traditional_chinese(
     for label in ("屬性", "身分", "同意狀態", "階段紀錄", "尚未傳送訊息給這位客戶。", "LINE 使用者 ID"):
         assert label in one.text, label
     assert "Stage history" not in one.text and "Traits" not in one.text
+    assert "事件觸發" in one.text.split('id="stage-history"')[1].split("</table>")[0]

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine
 from lifeloop.engagement.coupons.service import redeem_coupon
 from lifeloop.engagement.reactions import PlacedEvent
 from lifeloop.errors import LifeloopError
+from lifeloop.events.own import savepoint
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def react(conn: Connection, workspace_id: int, events: Sequence[PlacedEvent], no
         order_id = event.properties.get("order_id")
         try:
             # A savepoint: a refusal leaves the placing transaction exactly as it was.
-            with conn.begin_nested():
+            with savepoint(conn):
                 redeem_coupon(
                     conn,
                     workspace_id,

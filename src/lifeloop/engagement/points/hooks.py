@@ -94,7 +94,12 @@ def _reverse_order(
 
 
 def _react_one(
-    conn: Connection, workspace_id: int, event: PlacedEvent, settings: PointsSettings, now: datetime
+    conn: Connection,
+    workspace_id: int,
+    event: PlacedEvent,
+    settings: PointsSettings,
+    now: datetime,
+    settled: set[tuple[int, str]],
 ) -> None:
     rules, pid, name = settings.rules, event.profile_id, event.name
     order = _order_id(event.properties)
@@ -131,7 +136,9 @@ def _react_one(
         day = checkin.local_day(conn, workspace_id, min(event.timestamp, now))
         checkin.check_in(conn, workspace_id, pid, now=now, day=day)
     for task in tasks.tasks_done_by(name):
-        tasks.complete_task(
+        if (pid, task) in settled:
+            continue
+        done = tasks.complete_task(
             conn,
             workspace_id,
             pid,
@@ -141,6 +148,8 @@ def _react_one(
             now=now,
             settings=settings,
         )
+        if done or task != "complete_profile":  # an incomplete profile may be completed later on
+            settled.add((pid, task))
 
 
 def react(conn: Connection, workspace_id: int, events: Sequence[PlacedEvent], now: datetime) -> None:
@@ -157,10 +166,13 @@ def react(conn: Connection, workspace_id: int, events: Sequence[PlacedEvent], no
         settings.checkin["event"],
     }
     triggers |= {name for task, name in tasks.TASK_EVENTS.items() if settings.tasks["rewards"].get(task)}
+    # A customer's new-user task that is done, or whose window closed at an event, is settled for the
+    # rest of the batch (their events come in time order): no look-up for each later page view.
+    settled: set[tuple[int, str]] = set()
     for event in sorted(
         (e for e in relevant if e.name in triggers), key=lambda e: (e.profile_id, e.timestamp)
     ):
-        _react_one(conn, workspace_id, event, settings, now)
+        _react_one(conn, workspace_id, event, settings, now, settled)
 
 
 def _expire(workspace_id: int, profile_id: int, now: datetime, conn: Connection) -> int:

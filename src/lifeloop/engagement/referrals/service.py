@@ -24,6 +24,7 @@ from lifeloop.engagement.referrals.models import referral_codes, referral_progra
 from lifeloop.errors import InvalidInput, LifeloopError, NotFound
 from lifeloop.events.messages import normalise_identity
 from lifeloop.events.models import events
+from lifeloop.events.own import savepoint
 from lifeloop.profiles.models import identities, profiles
 from lifeloop.profiles.service import resolve_profile_id
 
@@ -306,7 +307,7 @@ def _reward(
         from lifeloop.engagement.coupons.service import issue_coupon
 
         try:
-            with conn.begin_nested():
+            with savepoint(conn):  # a refused coupon takes its events with it
                 issue_coupon(
                     conn,
                     workspace_id,

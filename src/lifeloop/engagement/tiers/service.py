@@ -26,6 +26,7 @@ from lifeloop.engagement.tiers.config import Tier, TierProgram, parse_program
 from lifeloop.engagement.tiers.models import tier_changes, tier_members, tier_programs
 from lifeloop.errors import LifeloopError, NotFound
 from lifeloop.events.models import events
+from lifeloop.events.own import savepoint
 from lifeloop.profiles.models import profiles
 from lifeloop.workspaces.service import get_workspace
 
@@ -335,7 +336,7 @@ def issue_reward_coupon(
     from lifeloop.engagement.coupons.service import issue_coupon
 
     try:
-        with conn.begin_nested():
+        with savepoint(conn):  # a refused coupon takes its events with it
             issue_coupon(conn, workspace_id, profile_id, template, key=key, now=now, source="tier")
     except LifeloopError as error:
         log.warning("tier coupon %s for profile %s not issued: %s", template, profile_id, error.message)

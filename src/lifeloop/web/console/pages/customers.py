@@ -37,6 +37,7 @@ from lifeloop.profiles import service as profiles
 from lifeloop.profiles.models import IDENTITY_KINDS
 from lifeloop.store.schema import utcnow
 from lifeloop.web.console.auth import Editor, Reader
+from lifeloop.web.console.i18n import N_
 from lifeloop.web.console.pages.data import fresh
 from lifeloop.web.console.pages.engagement_customer import engagement_panel
 from lifeloop.web.console.pages.overview import stage_labels
@@ -52,6 +53,15 @@ MESSAGE_ROWS = 20
 # Traits the search box also matches by substring (a name typed in part, an e-mail's domain).
 TEXT_TRAITS = ("name", "first_name", "last_name", "email", "phone")
 MAX_NUMBER = 1e15  # the condition language's largest number literal
+# Why a stage changed, as stage history records it (``lifecycle`` writes the key); others show as stored.
+STAGE_REASONS = {
+    "event": N_("an event"),
+    "time": N_("time passed"),
+    "recompute": N_("a recompute"),
+    "journey": N_("a journey step"),
+    "manual": N_("an operator's change"),
+    "engagement": N_("the engagement programme"),
+}
 
 
 def _quoted(text: str) -> str:
@@ -336,6 +346,7 @@ def _customer_page(
         stage=stage,
         stage_labels=labels,
         history=list(reversed(lifecycle.history(conn, ws, pid))),
+        stage_reasons=STAGE_REASONS,
         events=events,
         next_cursor=next_cursor,
         paged=cursor is not None,
