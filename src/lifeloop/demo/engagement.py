@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine
 from lifeloop.accounts.service import record_action
 from lifeloop.audience import definitions
 from lifeloop.audience import query as audience_query
+from lifeloop.demo.simulator import LIBRARY
 from lifeloop.engagement.advisors import service as advisors
 from lifeloop.engagement.coupons import service as coupons
 from lifeloop.engagement.coupons import templates as coupon_templates
@@ -172,7 +173,7 @@ def referral_messages(engine: Engine, workspace_id: int, *, now: datetime, seed:
     codes, existing_users = transaction(engine, work)
     if not codes:
         return []
-    context = {"library": {"name": "lifeloop-demo", "version": "1.0"}, "timezone": "Asia/Taipei"}
+    context = {"library": LIBRARY, "timezone": "Asia/Taipei"}
     joins: list[dict[str, Any]] = []
     orders: list[dict[str, Any]] = []
     for i in range(REFERRED_FRIENDS):
