@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lifeloop.cli_support import console, explains_errors, fail, open_engine
+from lifeloop.cli_support import console, explains_errors, fail, open_engine, print_json, read_yaml
 from lifeloop.workspaces.service import workspace_id_of
 
 broadcasts_app = typer.Typer(
@@ -22,23 +20,6 @@ broadcasts_app = typer.Typer(
 )
 WorkspaceOption = Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]
 KeyArgument = Annotated[str, typer.Argument(help="The broadcast's key.")]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
-
-
-def _read_definition(path: Path) -> Any:
-    import yaml
-
-    try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-    except OSError as error:
-        fail(f"cannot read {path}: {error.strerror}")
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        fail(f"{path} is not YAML or JSON: {str(error).splitlines()[0]}")
 
 
 def _read_ids(path: Path) -> list[str]:
@@ -91,7 +72,7 @@ def create_command(
     """Save a draft broadcast; nothing is sent until it is scheduled."""
     from lifeloop.broadcasts import service
 
-    definition = _read_definition(path)
+    definition = read_yaml(path)
     if ids_file is not None:
         if not isinstance(definition, dict):
             fail("the definition must be a mapping to add a list of ids to")
@@ -116,7 +97,7 @@ def show_command(key: KeyArgument, workspace: WorkspaceOption) -> None:
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
-        _print_json(service.get_broadcast(conn, ws, key).as_dict())
+        print_json(service.get_broadcast(conn, ws, key).as_dict())
 
 
 @broadcasts_app.command("estimate")
@@ -220,7 +201,7 @@ def stats_command(
     with connect(engine) as conn:
         stats = broadcast_stats(conn, ws, key)
     if as_json:
-        _print_json(stats)
+        print_json(stats)
         return
     table = Table("", "count", title=f"{key}: {stats['status']}")
     for label in ("audience", "holdout", "queued", "sent", "waiting", "deferred", "suppressed", "failed"):

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from lifeloop.cli_support import console, err, explains_errors, fail, open_engine
+from lifeloop.cli_support import console, err, explains_errors, fail, open_engine, print_json
 from lifeloop.workspaces.service import workspace_id_of
 
 journeys_app = typer.Typer(
@@ -20,10 +19,6 @@ journeys_app = typer.Typer(
 )
 WorkspaceOption = Annotated[str, typer.Option("--workspace", "-w", help="Workspace slug or id.")]
 KeyArgument = Annotated[str, typer.Argument(help="The journey's key.")]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 @journeys_app.command("list")
@@ -132,9 +127,9 @@ def show_command(
     ws = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
         if version is None:
-            _print_json(service.get_journey(conn, ws, key).draft)
+            print_json(service.get_journey(conn, ws, key).draft)
         else:
-            _print_json(service.version_definition(conn, ws, key, version))
+            print_json(service.version_definition(conn, ws, key, version))
 
 
 @journeys_app.command("enter")
@@ -178,7 +173,7 @@ def stats_command(
     with connect(engine) as conn:
         stats = journey_stats(conn, ws, key, version=version)
     if as_json:
-        _print_json(stats)
+        print_json(stats)
         return
     console.print(
         f"[bold]{key}[/]: {stats['entered']} entered, {stats['waiting']} inside, "
@@ -252,7 +247,7 @@ def dry_run_command(
     engine = open_engine()
     ws = workspace_id_of(engine, workspace)
     with connect(engine) as conn:
-        _print_json(dry_run(conn, ws, key, days=days, version=version))
+        print_json(dry_run(conn, ws, key, days=days, version=version))
 
 
 @journeys_app.command("work")
