@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from lifeloop.config import Settings
 from lifeloop.workspaces.models import sources
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, run_cli_process
 
 
 @pytest.fixture
@@ -64,7 +64,8 @@ def test_duplicate_workspace_is_refused(cli, engine: sa.Engine) -> None:
 
 
 def test_unmigrated_database_is_explained(tmp_path) -> None:
-    result = run_cli(["workspace", "list"], f"sqlite:///{tmp_path / 'empty.db'}")
+    """In a process of its own, as an operator runs it: the sentence and the exit code come through."""
+    result = run_cli_process(["workspace", "list"], f"sqlite:///{tmp_path / 'empty.db'}")
     assert result.exit_code != 0 and "lifeloop migrate" in result.output
 
 
