@@ -76,9 +76,9 @@ def test_customer_value_is_fitted_once_per_state_of_the_store(tmp_path: Path) ->
     with store(path) as con:
         load_events(con, events[events["day"] < pd.Timestamp(last_day)])
     first, params = service.cached_customer_value(path, 1, as_of=last_day, months=6)
-    key = next(reversed(service._VALUE_CACHE))
+    key = next(reversed(service._VALUES._items))
     again, same = service.cached_customer_value(path, 1, as_of=last_day, months=6)
-    assert next(reversed(service._VALUE_CACHE)) == key  # served from the cache: no second fit
+    assert next(reversed(service._VALUES._items)) == key  # served from the cache: no second fit
     pd.testing.assert_frame_equal(first, again)
     assert same == params
     first.loc[:, "clv"] = -1.0  # a caller's change does not reach the cache
@@ -89,4 +89,4 @@ def test_customer_value_is_fitted_once_per_state_of_the_store(tmp_path: Path) ->
         )
         load_events(con, events[events["day"] == pd.Timestamp(last_day)])  # a sync writes the store
     service.cached_customer_value(path, 1, as_of=last_day, months=6)
-    assert next(reversed(service._VALUE_CACHE)) != key  # fitted again on the store as it is now
+    assert next(reversed(service._VALUES._items)) != key  # fitted again on the store as it is now

@@ -36,6 +36,11 @@ METRIC_CASES: list[tuple[str, dict[str, Any]]] = [
     ("active_users", {"start": day(0), "end": day(149)}),
     ("churn_rate", {"start": day(20), "end": day(140), "period": "month"}),
     ("churn_rate", {"start": day(35), "end": day(90), "period": "week"}),
+    ("revenue", {"start": day(20), "end": day(130), "interval": "week"}),
+    ("revenue", {"start": day(0), "end": day(149), "interval": "month"}),
+    ("revenue", {"start": day(40), "end": day(70)}),
+    ("channel_roi", {"start": day(10), "end": day(90)}),
+    ("channel_roi", {"start": day(0), "end": day(149)}),
 ]
 
 

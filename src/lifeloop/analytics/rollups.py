@@ -243,13 +243,15 @@ def involved_days_cte(workspace_id: int, condition: str) -> str:
 )"""
 
 
-def active_user_days_cte(workspace_id: int, since: str, until: str) -> list[str]:
+def active_user_days_cte(workspace_id: int, since: str, until: str, *, distinct: bool = True) -> list[str]:
     """``user_days(user_id, day)``: each user's (survivor's) active days from ``since`` to ``until`` (SQL
-    date expressions), one row per user-day, from ``profile_days``, as the raw events' ``uev`` gives them."""
+    date expressions), one row per user-day, from ``profile_days``, as the raw events' ``uev`` gives them.
+    Without ``distinct`` a user-day may repeat (merged profiles, a day over two synced chunks), for a
+    reader that collapses them itself."""
     return [
         *merge_ctes(workspace_id),
         f"""user_days AS (
-    SELECT DISTINCT COALESCE(m.canonical_id, d.profile_id) AS user_id, d.day
+    SELECT {"DISTINCT " if distinct else ""}COALESCE(m.canonical_id, d.profile_id) AS user_id, d.day
     FROM profile_days d LEFT JOIN merged m ON m.profile_id = d.profile_id
     WHERE d.workspace_id = {lit(workspace_id)} AND d.active AND d.day BETWEEN {since} AND {until}
 )""",

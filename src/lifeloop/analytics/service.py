@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import duckdb
 import numpy as np
@@ -23,9 +23,11 @@ from lifeloop.analytics.engines import engine_for
 from lifeloop.analytics.metrics import Metric, MetricResult, build_metric
 from lifeloop.analytics.metrics.base import ORDER_EVENT, events_cte, lit
 from lifeloop.analytics.rollups import Rollups, involved_days_cte, merge_ctes, read_rollups, snapshot
-from lifeloop.analytics.store import store
+from lifeloop.analytics.store import store, store_state
 from lifeloop.config import get_settings
 from lifeloop.errors import InvalidInput, LifeloopError
+
+T = TypeVar("T")
 
 
 def _refuse_workspace_param(params: dict[str, Any]) -> None:
@@ -56,23 +58,46 @@ def run_metrics(
         except LifeloopError as error:
             built.append(error)
     settings = get_settings()
-
-    def each(run: Callable[[Metric], MetricResult]) -> list[MetricResult | LifeloopError | duckdb.Error]:
-        answers: list[MetricResult | LifeloopError | duckdb.Error] = []
-        for metric in built:
-            if isinstance(metric, LifeloopError):
-                answers.append(metric)
-                continue
-            try:
-                answers.append(run(metric))
-            except (LifeloopError, duckdb.Error) as error:
-                answers.append(error)
-        return answers
-
     if settings.analytics_engine != "duckdb":
-        return each(engine_for(settings, path).run_metric)
-    with store(path) as con:
-        return each(lambda metric: metric.run(con))
+        return _answers(built, engine_for(settings, path).run_metric)
+    state = store_state(path)  # read before the queries: a write meanwhile only makes a later miss
+    keys = {
+        i: (str(path), state, m.name, m.model_dump_json())
+        for i, m in enumerate(built)
+        if state is not None and isinstance(m, Metric)
+    }
+    cached = {i: hit for i, key in keys.items() if (hit := _METRICS.get(key)) is not None}
+    index = {id(m): i for i, m in enumerate(built)}
+    if len(cached) == sum(isinstance(m, Metric) for m in built):  # the store need not even be opened
+        answers = _answers(built, lambda m: cached[index[id(m)]])
+    else:
+        with store(path) as con:
+            answers = _answers(built, lambda m: cached.get(index[id(m)]) or m.run(con))
+    for i, answer in enumerate(answers):
+        if i in keys and isinstance(answer, MetricResult):
+            _METRICS.put(keys[i], answer)
+    return [_own(a) if isinstance(a, MetricResult) else a for a in answers]
+
+
+def _answers(
+    built: Sequence[Metric | LifeloopError], run: Callable[[Metric], MetricResult]
+) -> list[MetricResult | LifeloopError | duckdb.Error]:
+    """Each metric's result, or the error it alone raised (a metric that could not be built: its error)."""
+    answers: list[MetricResult | LifeloopError | duckdb.Error] = []
+    for metric in built:
+        if isinstance(metric, LifeloopError):
+            answers.append(metric)
+            continue
+        try:
+            answers.append(run(metric))
+        except (LifeloopError, duckdb.Error) as error:
+            answers.append(error)
+    return answers
+
+
+def _own(result: MetricResult) -> MetricResult:
+    """A result of the caller's own (its frame a copy), so that a cached one stays as it was computed."""
+    return MetricResult(result.metric, result.frame.copy(), result.sql, result.timings)
 
 
 def clv_summary_query(
@@ -137,33 +162,67 @@ def clv_summary(
     return frame.set_index("user_id")
 
 
-_VALUE_CACHE: OrderedDict[tuple[Any, ...], tuple[pd.DataFrame, dict[str, float]]] = OrderedDict()
-_VALUE_LOCK = threading.Lock()
+class _StateCache:
+    """Answers computed on the analytics store, kept per state of the store (``store_state``): the store
+    changes only when a sync, a scoring or a cost import writes it, so until then a page asks again for
+    nothing new. Bounded; least recently used first out."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Any | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_VALUES = _StateCache(8)  # fitted customer values: seconds each at a million customers
+_METRICS = _StateCache(256)  # metric results: a dashboard's are 5-150 ms each at a million customers
+_NAMES = _StateCache(32)  # event names: a scan of every event
+
+
+def _per_state(cache: _StateCache, path: str | Path, key: tuple[Any, ...], compute: Callable[[Any], T]) -> T:
+    """``compute(con)`` on the store at ``path``, once per state of the store."""
+    state = store_state(path)
+    if state is None:  # nothing synced yet: ``compute`` says so in its own words
+        with store(path) as con:
+            return compute(con)
+    full = (str(path), state, *key)
+    if (found := cache.get(full)) is None:
+        with store(path) as con:
+            found = compute(con)
+        cache.put(full, found)
+    return cast(T, found)
 
 
 def cached_customer_value(
     path: str | Path, workspace_id: int, *, as_of: date, months: int = 12
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """``customer_value`` on the store at ``path``, fitted once per state of the store: the fits and
-    predictions take seconds at a million customers, and the store changes only when a sync writes it
-    (which changes the file's size or modification time, the key here with the arguments)."""
-    if not Path(path).exists():  # nothing synced yet: customer_value says so in its own words
-        with store(path) as con:
-            return customer_value(con, workspace_id, as_of=as_of, months=months)
-    stat = Path(path).stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size, workspace_id, as_of, months)
-    with _VALUE_LOCK:
-        if key in _VALUE_CACHE:
-            _VALUE_CACHE.move_to_end(key)
-            frame, params = _VALUE_CACHE[key]
-            return frame.copy(), dict(params)
-    with store(path) as con:
-        frame, params = customer_value(con, workspace_id, as_of=as_of, months=months)
-    with _VALUE_LOCK:
-        _VALUE_CACHE[key] = (frame, params)
-        while len(_VALUE_CACHE) > 8:
-            _VALUE_CACHE.popitem(last=False)
+    """``customer_value`` on the store at ``path``, fitted once per state of the store (the fits and
+    predictions take seconds at a million customers); the caller's frame is a copy."""
+    frame, params = _per_state(
+        _VALUES,
+        path,
+        (workspace_id, as_of, months),
+        lambda con: customer_value(con, workspace_id, as_of=as_of, months=months),
+    )
     return frame.copy(), dict(params)
+
+
+def cached_event_names(path: str | Path, workspace_id: int) -> list[str]:
+    """``event_names`` on the store at ``path``, read once per state of the store."""
+    names = _per_state(_NAMES, path, ("events", workspace_id), lambda con: event_names(con, workspace_id))
+    return list(names)
 
 
 def customer_value(

@@ -116,6 +116,23 @@ def default_path() -> Path:
     return Path(os.environ.get("LIFELOOP_ANALYTICS_PATH") or "./var/analytics.duckdb")
 
 
+def store_state(path: str | Path) -> tuple[int, ...] | None:
+    """What changes whenever a write to the store at ``path`` lands: the identity, size and modification
+    time of its file and of its write-ahead log (a commit may reach only the log until a checkpoint).
+    None while there is no file. Results computed from one state stay right as long as it lasts."""
+    state: list[int] = []
+    for file in (Path(path), Path(f"{path}.wal")):
+        try:
+            stat = file.stat()
+        except FileNotFoundError:
+            if not state:
+                return None
+            state += [0, 0, 0]
+            continue
+        state += [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+    return tuple(state)
+
+
 def open_store(path: str | Path, *, timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) the store at ``path`` with its schema in place."""
     path = Path(path)

@@ -248,7 +248,9 @@ class ChurnRate(Metric):
         from lifeloop.analytics.rollups import active_user_days_cte
 
         since, until = self._span()
-        return self._churned(active_user_days_cte(self.workspace_id, lit(since), lit(until)))
+        # ``active`` keeps each user once per period: a distinct user-day first would only cost time
+        user_days = active_user_days_cte(self.workspace_id, lit(since), lit(until), distinct=False)
+        return self._churned(user_days)
 
     def _churned(self, ctes: list[str]) -> str:
         """The churn of each period from ``user_days(user_id, day)`` covering ``_span``."""

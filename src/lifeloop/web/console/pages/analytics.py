@@ -126,8 +126,7 @@ def _charts(
 def _known_events(request: Request, workspace_id: int) -> list[str] | None:
     """The event names seen in the workspace (None when the analytics store cannot answer)."""
     try:
-        with store(analytics_path(request)) as con:
-            return analytics.event_names(con, workspace_id)
+        return analytics.cached_event_names(analytics_path(request), workspace_id)
     except (LifeloopError, duckdb.Error, OSError) as error:
         _unavailable(error)
         return None
