@@ -4,14 +4,18 @@ customers.
 Each page is requested in-process through Starlette's TestClient; a pure ASGI wrapper around the whole app
 (middleware, authentication, error handlers included) times each request from the moment the app receives
 it until the last byte of the response body is handed back: the *server's* time, without the client's.
-After ``--warmup`` requests, ``--requests`` are timed per page (5 for a page whose first request takes over
-3 s, 3 over 10 s, so one slow page cannot dominate the run); p50 / p95 (linear interpolation) / max.
+The first request of each page is timed on its own, just after the analytics store file is touched: pages
+keep what they read from the store until it is next written (``analytics.service``), so this is a page's
+first view after a sync. After ``--warmup`` requests, ``--requests`` are timed per page (5 for a page whose
+first request takes over 3 s, 3 over 10 s, so one slow page cannot dominate the run); p50 / p95 (linear
+interpolation) / max.
 Pages that answer 404 when the benchmark runs are reported as "missing", other non-200 answers as "failed".
 
 Where the time goes, per request (means over the timed requests; the parts are exclusive, so a part's
 time inside another part counts only in the inner one, and they add up to the request):
-- ``metrics``: inside ``lifeloop.analytics.service.run_metric`` (the metric's SQL on DuckDB, its frame) and
-  ``MetricResult.to_json``, without opening the store; also per metric name (inclusive);
+- ``metrics``: inside ``Metric.run`` (the metric's SQL on DuckDB, its frame; what the pages ask through
+  ``run_metrics``), ``lifeloop.analytics.service.run_metric`` and ``MetricResult.to_json``, without opening
+  the store; also per metric name (inclusive);
 - ``duckdb_open_close``: opening (``duckdb.connect``, schema check) and closing the analytics store file,
   which every analytics call does once (``analytics.store.store``);
 - ``analytics_other``: the other analytics calls pages make (``event_names``, ``rfm.layer_counts``,
@@ -85,7 +89,7 @@ from lifeloop.analytics import clv as clv_models  # noqa: E402
 from lifeloop.analytics import rfm  # noqa: E402
 from lifeloop.analytics import service as analytics_service  # noqa: E402
 from lifeloop.analytics.engines import duckdb as duckdb_engine  # noqa: E402
-from lifeloop.analytics.metrics.base import STAGE_EVENT, MetricResult  # noqa: E402
+from lifeloop.analytics.metrics.base import STAGE_EVENT, Metric, MetricResult  # noqa: E402
 from lifeloop.analytics.refresh import refresh  # noqa: E402
 from lifeloop.analytics.rollups import rebuild  # noqa: E402
 from lifeloop.analytics.store import open_store  # noqa: E402
@@ -208,6 +212,7 @@ class Probe:
 
 PROBE = Probe()
 PROBE.wrap(analytics_service, "run_metric", "metrics", lambda path, ws, name, params: f"run_metric:{name}")
+PROBE.wrap(Metric, "run", "metrics", lambda metric, *a, **k: f"metric:{metric.name}")  # the pages' metrics
 PROBE.wrap(MetricResult, "to_json", "metrics", lambda *a, **k: "MetricResult.to_json")
 for _name in ("event_names", "customer_value", "clv_summary", "_predictions"):
     PROBE.wrap(analytics_service, _name, "analytics_other")
@@ -219,7 +224,8 @@ PROBE.wrap(rfm, "layer_counts", "analytics_other")
 PROBE.wrap(jinja2.Template, "render", "template", lambda *a, **k: "Template.render")
 PROBE.wrap(duckdb, "connect", "duckdb_open_close", lambda *a, **k: "duckdb.connect")  # inside the open
 PROBE.wrap_store(duckdb_engine)  # run_metric's store
-PROBE.wrap_store(analytics_page)  # the analytics pages' own (event names, RFM layers, customer value)
+PROBE.wrap_store(analytics_page)  # the analytics pages' own (RFM layers)
+PROBE.wrap_store(analytics_service)  # the pages' metrics, event names and customer value
 PARTS = ("metrics", "duckdb_open_close", "analytics_other", "oltp_sql", "template")
 
 
@@ -283,8 +289,14 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
 
-def measure(client: TestClient, timer: ServerTimer, target: Target, requests: int, warmup: int) -> dict:
-    """p50 / p95 / max server time of ``target`` and where the time went (means over the timed requests)."""
+def measure(
+    client: TestClient, timer: ServerTimer, target: Target, requests: int, warmup: int, analytics: Path
+) -> dict:
+    """p50 / p95 / max server time of ``target`` and where the time went (means over the timed requests).
+
+    Pages keep what they read from the analytics store until the store is next written, so the first
+    request is timed on its own, as the first view after a sync: the store file is touched before it."""
+    os.utime(analytics)  # a new state of the store, as a sync leaves it: nothing read before counts
     first = client.get(target.path, follow_redirects=False)
     slowest = timer.last
     for _ in range(warmup - 1 if slowest <= SLOW_S else 0):
@@ -322,6 +334,7 @@ def measure(client: TestClient, timer: ServerTimer, target: Target, requests: in
     p95 = percentile(ms, 95)
     return row | {
         "requests": n,
+        "first_ms": slowest * 1000,
         "p50_ms": percentile(ms, 50),
         "p95_ms": p95,
         "max_ms": max(ms),
@@ -367,7 +380,7 @@ def run_pages(
     with TestClient(timer, base_url="http://testserver") as client:
         sign_in(client, make_admin(engine, workspace_id))
         for target in pages(customer_id, search):
-            row = measure(client, timer, target, args.requests, args.warmup)
+            row = measure(client, timer, target, args.requests, args.warmup, analytics_path)
             rows.append(row)
             print(_line(row), flush=True)
     return rows
@@ -378,7 +391,9 @@ def _line(row: dict) -> str:
         return f"  {row['page']:<36} {row['verdict']} ({row['status']})"
     b = row["breakdown_mean_ms"]
     return (
-        f"  {row['page']:<36} p50 {row['p50_ms']:8.1f}  p95 {row['p95_ms']:8.1f}  max {row['max_ms']:8.1f} ms"
+        f"  {row['page']:<36} first {row['first_ms']:8.1f}  p50 {row['p50_ms']:8.1f}"
+        f"  p95 {row['p95_ms']:8.1f}"
+        f"  max {row['max_ms']:8.1f} ms"
         f"  n={row['requests']:<2} {row['verdict']:<4}  [metrics {b['metrics']:.0f}, duckdb open/close "
         f"{b['duckdb_open_close']:.0f}, analytics {b['analytics_other']:.0f}, sql {b['oltp_sql']:.0f}, "
         f"template {b['template']:.0f}, other {b['other']:.0f}]"
@@ -773,7 +788,8 @@ def main() -> None:
 
 
 def markdown(out: dict) -> str:
-    """The results as a Markdown table: one row per page, p50 / p95 per scale."""
+    """The results as a Markdown table: one row per page; per scale the first request after the analytics
+    store was written, then p50 / p95 of the requests after it (✗: over the goal)."""
     scales = list(out["scales"])
     by_page: dict[str, dict[str, dict]] = defaultdict(dict)
     order: list[str] = []
@@ -782,17 +798,19 @@ def markdown(out: dict) -> str:
             if row["page"] not in order:
                 order.append(row["page"])
             by_page[row["page"]][scale] = row
-    head = "| page | " + " | ".join(f"{s} p50 ms | {s} p95 ms" for s in scales) + " |"
-    lines = [head, "|---|" + "---:|---:|" * len(scales)]
+    head = "| page | " + " | ".join(f"{s} first ms | {s} p50 ms | {s} p95 ms" for s in scales) + " |"
+    lines = [head, "|---|" + "---:|---:|---:|" * len(scales)]
     for name in order:
         cells = []
         for scale in scales:
             row = by_page[name].get(scale)
             if row is None or row["verdict"] in ("missing", "failed"):
-                cells += [row["verdict"] if row else "–", ""]
+                cells += [row["verdict"] if row else "–", "", ""]
             else:
                 mark = " ✗" if row["verdict"] == "miss" else ""
-                cells += [f"{row['p50_ms']:,.0f}", f"{row['p95_ms']:,.0f}{mark}"]
+                first = " ✗" if row["first_ms"] > GOAL_MS else ""
+                cells += [f"{row['first_ms']:,.0f}{first}", f"{row['p50_ms']:,.0f}"]
+                cells.append(f"{row['p95_ms']:,.0f}{mark}")
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
