@@ -112,16 +112,17 @@ class DatabasePool:
 
     def _run(self) -> None:
         while (job := self.work.get()) is not None:
-            if job:
-                pg_admin(f'DROP DATABASE IF EXISTS "{job}" WITH (FORCE)')
-                continue
-            name = f"lifeloop_t_{uuid.uuid4().hex[:12]}"
+            name = job or f"lifeloop_t_{uuid.uuid4().hex[:12]}"
             try:
-                pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
-            except Exception as error:  # the test that takes it fails with the server's reason
+                if job:
+                    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                else:
+                    pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+            except Exception as error:  # the next test that takes a database fails with the server's reason
                 self.ready.put(error)
             else:
-                self.ready.put(name)
+                if not job:
+                    self.ready.put(name)
 
     def take(self) -> str:
         self.work.put("")  # the next test's, while this one runs

@@ -59,7 +59,8 @@ def run_metrics(
             built.append(error)
     settings = get_settings()
     if settings.analytics_engine != "duckdb":
-        return _answers(built, engine_for(settings, path).run_metric)
+        engine = engine_for(settings, path)
+        return _answers(built, lambda _i, metric: engine.run_metric(metric))
     state = store_state(path)  # read before the queries: a write meanwhile only makes a later miss
     keys = {
         i: (str(path), state, m.name, m.model_dump_json())
@@ -67,12 +68,11 @@ def run_metrics(
         if state is not None and isinstance(m, Metric)
     }
     cached = {i: hit for i, key in keys.items() if (hit := _METRICS.get(key)) is not None}
-    index = {id(m): i for i, m in enumerate(built)}
     if len(cached) == sum(isinstance(m, Metric) for m in built):  # the store need not even be opened
-        answers = _answers(built, lambda m: cached[index[id(m)]])
+        answers = _answers(built, lambda i, _metric: cached[i])
     else:
         with store(path) as con:
-            answers = _answers(built, lambda m: cached.get(index[id(m)]) or m.run(con))
+            answers = _answers(built, lambda i, metric: cached[i] if i in cached else metric.run(con))
     for i, answer in enumerate(answers):
         if i in keys and isinstance(answer, MetricResult):
             _METRICS.put(keys[i], answer)
@@ -80,16 +80,17 @@ def run_metrics(
 
 
 def _answers(
-    built: Sequence[Metric | LifeloopError], run: Callable[[Metric], MetricResult]
+    built: Sequence[Metric | LifeloopError], run: Callable[[int, Metric], MetricResult]
 ) -> list[MetricResult | LifeloopError | duckdb.Error]:
-    """Each metric's result, or the error it alone raised (a metric that could not be built: its error)."""
+    """Each metric's result (``run`` with its position and itself), or the error it alone raised (a metric
+    that could not be built: its error)."""
     answers: list[MetricResult | LifeloopError | duckdb.Error] = []
-    for metric in built:
+    for i, metric in enumerate(built):
         if isinstance(metric, LifeloopError):
             answers.append(metric)
             continue
         try:
-            answers.append(run(metric))
+            answers.append(run(i, metric))
         except (LifeloopError, duckdb.Error) as error:
             answers.append(error)
     return answers
